@@ -1,0 +1,36 @@
+# ModelMonitor: `make demo` runs the thesis experiment end to end, `make test` runs every test.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench clean redis
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip<26" >/dev/null
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	@$(MAKE) -s redis
+	touch $(STAMP)
+
+# A redis-server binary is needed (tests and `modelmonitor run/replay` start private ones).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server from Debian packages"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || \
+	  { echo "could not install redis-server: install it and retry"; exit 1; }; }
+
+test: install
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+demo: install
+	$(BIN)/modelmonitor demo
+
+bench: install
+	$(BIN)/modelmonitor bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,32 @@
+"""Shared fixtures: a private, real redis-server for the whole session (no in-memory imitation)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from modelmonitor.redis_server import RedisServer
+    server = RedisServer(durable=False).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    from modelmonitor.redis_server import connect
+    client = connect(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_url(redis_server, redis_client):
+    return redis_server.url

@@ -1,0 +1,131 @@
+"""The Redis window store against the brute-force reference, on a real redis-server."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from modelmonitor.state.store import PendingRequest, WindowStore, decode_rows, encode_rows
+from reference import reference_run, windows_brute_force
+from modelmonitor.windows import assign_windows
+
+
+def make_stream(seed: int, n: int = 400, dup_rate: float = 0.2, late_rate: float = 0.1):
+    """Out-of-order event times with some far-late ones and redeliveries."""
+    rng = random.Random(seed)
+    events, t = [], 1_000_000
+    for i in range(n):
+        t += rng.randint(0, 400)
+        et = t - rng.randint(0, 3000)
+        if rng.random() < late_rate:
+            et -= rng.randint(5_000, 40_000)
+        rows = [[float(rng.randint(0, 1000)), float(i)] for _ in range(rng.randint(1, 3))]
+        events.append((f"k{i}", et, rows))
+        if rng.random() < dup_rate:
+            j = rng.randrange(len(events))
+            events.append(events[j])
+    return events
+
+
+def run_store(client, events, d, s, delay, batch_sizes, monitor="m"):
+    store = WindowStore(client, monitor, duration_ms=d, slide_ms=s, delay_ms=delay)
+    closed, i = [], 0
+    rng = random.Random(7)
+    while i < len(events):
+        size = rng.choice(batch_sizes)
+        batch = events[i:i + size]
+        i += size
+        reqs = []
+        for key, t, rows in batch:
+            num, cat = encode_rows(np.array(rows), None)
+            reqs.append(PendingRequest(key, t, len(rows), "i", num, cat))
+        res = store.apply(reqs, now_ms=i)
+        assert len(res.statuses) == len(batch)
+        if res.ready:
+            closed += drain(store)
+    store.flush()
+    closed += drain(store)
+    return closed, store
+
+
+def drain(store):
+    out = []
+    for claim in store.claim("t1", limit=1000):
+        num, _ = decode_rows(*store.read(claim)["i"], n_numeric=2)
+        out.append({"start": claim.start_ms, "end": claim.end_ms, "late": claim.late,
+                    "rows": sorted(map(tuple, num.tolist())), "watermark": claim.watermark_ms})
+        assert store.complete(claim, "t1")
+    return out
+
+
+def normalise(ref):
+    return [{"start": w["start"], "end": w["end"], "late": w["late"], "rows": sorted(map(tuple, w["rows"]))}
+            for w in ref]
+
+
+@pytest.mark.parametrize("d,s,delay", [(15_000, 15_000, 6_000), (15_000, 5_000, 2_000), (10_000, 3_000, 0)])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_windows_match_reference(redis_client, d, s, delay, seed):
+    events = make_stream(seed)
+    ref = reference_run(events, d, s, delay)
+    got, store = run_store(redis_client, events, d, s, delay, batch_sizes=[1, 2, 5, 17, 64])
+    assert [{k: w[k] for k in ("start", "end", "late", "rows")} for w in got] == normalise(ref)
+    assert sum(w["late"] for w in got) == sum(w["late"] for w in ref) > 0
+    # everything closed is gone: only the watermark hash and dedup sets remain
+    keys = {k.decode() for k in redis_client.keys("*")}
+    assert all(k.endswith(":wm") or ":dd:" in k for k in keys), keys
+
+
+def test_batch_size_does_not_change_results(redis_client):
+    events = make_stream(11)
+    a, _ = run_store(redis_client, events, 15_000, 5_000, 3_000, batch_sizes=[1], monitor="a")
+    b, _ = run_store(redis_client, events, 15_000, 5_000, 3_000, batch_sizes=[500], monitor="b")
+    assert a == b
+
+
+def test_assigner_matches_brute_force():
+    rng = random.Random(5)
+    for _ in range(2000):
+        d = rng.randint(1, 50)
+        s = rng.randint(1, d)
+        t = rng.randint(-200, 200)
+        assert assign_windows(t, d, s) == windows_brute_force(t, d, s)
+
+
+def test_duplicates_within_a_batch_count_once(redis_client):
+    store = WindowStore(redis_client, "dup", duration_ms=1000, slide_ms=1000, delay_ms=0)
+    num, cat = encode_rows(np.array([[1.0, 2.0]]), None)
+    r = PendingRequest("same", 10, 1, "i", num, cat)
+    res = store.apply([r, r, r], now_ms=0)
+    assert res.statuses == ["ok", "dup", "dup"]
+    assert store.apply([r], now_ms=0).statuses == ["dup"]
+    store.flush()
+    (claim,) = store.claim("x")
+    assert decode_rows(*store.read(claim)["i"], n_numeric=2)[0].shape == (1, 2)
+
+
+def test_idle_tick_closes_quiet_stream(redis_client):
+    store = WindowStore(redis_client, "idle", duration_ms=1000, slide_ms=1000, delay_ms=500)
+    num, cat = encode_rows(np.array([[1.0]]), None)
+    store.apply([PendingRequest("a", 100, 1, "i", num, cat)], now_ms=10_000)
+    assert store.tick(now_ms=10_500, idle_timeout_ms=2_000)[1] == 0      # not idle long enough
+    w, ready = store.tick(now_ms=12_000, idle_timeout_ms=2_000)
+    assert w == 100 + 2_000 - 500 and ready == 1
+    # an instance older than the idle watermark is now late
+    res = store.apply([PendingRequest("b", 200, 1, "i", num, cat)], now_ms=12_001)
+    assert res.statuses == ["late:0"]
+
+
+def test_lease_blocks_second_closer_until_expiry(redis_client):
+    store = WindowStore(redis_client, "lease", duration_ms=1000, slide_ms=1000, delay_ms=0, lease_ms=200)
+    num, cat = encode_rows(np.array([[1.0]]), None)
+    store.apply([PendingRequest("a", 100, 1, "i", num, cat), PendingRequest("b", 5000, 1, "i", num, cat)], 0)
+    (c1,) = store.claim("dead-replica")
+    assert store.claim("other") == []                 # lease held
+    import time
+    time.sleep(0.3)                                   # the first closer died; its lease expires
+    (c2,) = store.claim("other")
+    assert c2.member == c1.member
+    assert store.complete(c2, "other")
+    assert not store.complete(c1, "dead-replica")     # already done: no second close
