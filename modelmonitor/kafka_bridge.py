@@ -224,8 +224,6 @@ class KafkaIngress:
                   "auto_offset_reset": self.start_from, "enable_auto_commit": False,
                   "client_id": f"modelmonitor-ingress-{self.topic}", **self.consumer_config}
         self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, **config)
-        if self.group_id is not None:
-            self._consumer.subscribe([self.topic])
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"kafka-ingress-{self.topic}")
         self._thread.start()
@@ -258,6 +256,14 @@ class KafkaIngress:
                     if not self._assign_all():
                         self._stop.wait(self.poll_timeout)  # the topic does not exist yet
                         continue
+                if self.group_id is not None and not consumer.subscription():
+                    # Join the group only once the topic's partitions are known: a leader
+                    # that joins first assigns nothing and only rebalances at the next
+                    # metadata refresh (metadata_max_age_ms, 5 minutes by default).
+                    if not consumer.partitions_for_topic(self.topic):
+                        self._stop.wait(self.poll_timeout)
+                        continue
+                    consumer.subscribe([self.topic])
                 batches = consumer.poll(timeout_ms=int(self.poll_timeout * 1000))
                 if not self._assigned.is_set() and consumer.assignment():
                     # position() resolves 'latest' now, not at the first fetch.
