@@ -33,15 +33,15 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent, from_http
+from cloudevents.http import CloudEvent
 
+from event_sink import EventSink
 from modelmonitor import events as ev
 from modelmonitor.procs import free_port
 from modelmonitor.replay import run_replay
@@ -60,56 +60,24 @@ MONITOR = "iris"
 # recording HTTP servers (user subscribers, dead-letter sink, alert receiver)
 # ---------------------------------------------------------------------------------------------
 
-class Recorder:
+class Recorder(EventSink):
     """Records every POSTed CloudEvent with the status it answered: 500 for the first
     `fail_first` requests (or for all with `fail_always`), 202 otherwise."""
 
     FAIL_BODY = b"subscriber is down for maintenance"
 
     def __init__(self, fail_first: int = 0, fail_always: bool = False):
-        self.calls: list[tuple[int, str, CloudEvent]] = []     # (status, path, event)
         self.fail_first = fail_first
         self.fail_always = fail_always
-        self.lock = threading.Lock()
-        recorder = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                event = from_http({k.lower(): v for k, v in self.headers.items()}, body)
-                with recorder.lock:
-                    failing = recorder.fail_always or len(recorder.calls) < recorder.fail_first
-                    status = 500 if failing else 202
-                    recorder.calls.append((status, self.path, event))
-                payload = recorder.FAIL_BODY if failing else b""
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def snapshot(self) -> list[tuple[int, str, CloudEvent]]:
-        with self.lock:
-            return list(self.calls)
+    def answer(self, event):
+        if self.fail_always or len(self.calls) < self.fail_first:
+            return 500, self.FAIL_BODY
+        return 202, b""
 
     def accepted_ids(self) -> collections.Counter:
-        return collections.Counter(e["id"] for s, _, e in self.snapshot() if s < 300)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return collections.Counter(e["id"] for e in self.events)
 
 
 def wait_until(predicate, timeout: float, step: float = 0.1):

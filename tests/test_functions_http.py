@@ -13,10 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import yaml
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
+from event_sink import EventSink
 from modelmonitor import events as ev
 from modelmonitor.procs import FunctionProcess, start_all, stop_all
 from modelmonitor.redis_server import RedisServer
@@ -44,60 +43,19 @@ IDLE_MS = 1000            # 1 s idle timeout
 # a recording HTTP server (the functions' K_SINK)
 # ---------------------------------------------------------------------------------------------
 
-class Recorder:
-    """Records every CloudEvent POSTed to it (parsed with the SDK) and answers 202; while
-    `refuse[type]` is positive, events of that type are answered 500 instead (not recorded)."""
+class Recorder(EventSink):
+    """Records every CloudEvent POSTed to it and answers 202; while `refuse[type]` is
+    positive, events of that type are answered 500 instead."""
 
     def __init__(self):
-        self.events: list[CloudEvent] = []
         self.refuse: dict[str, int] = {}
-        self.lock = threading.Lock()
-        recorder = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                event = from_http({k.lower(): v for k, v in self.headers.items()}, body)
-                with recorder.lock:
-                    refused = recorder.refuse.get(event["type"], 0) > 0
-                    if refused:
-                        recorder.refuse[event["type"]] -= 1
-                    else:
-                        recorder.events.append(event)
-                self.send_response(500 if refused else 202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def of_type(self, type_: str) -> list[CloudEvent]:
-        with self.lock:
-            return [e for e in self.events if e["type"] == type_]
-
-    def wait_for(self, predicate, timeout: float = 10.0):
-        """The first truthy predicate(self) within `timeout` seconds, else None."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self)
-            if result or time.monotonic() > deadline:
-                return result
-            time.sleep(0.05)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, event):
+        if self.refuse.get(event["type"], 0) > 0:
+            self.refuse[event["type"]] -= 1
+            return 500, b""
+        return 202, b""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -35,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from live_stack import FEATURES, wait_until, write_monitor
+from event_sink import EventSink
 from modelmonitor import events as ev
 from modelmonitor.baseline import build_baseline, write_baseline
 from modelmonitor.payloads import V2_DATATYPES, PayloadError, parse_request, parse_response
@@ -384,44 +383,6 @@ def test_drift_measure_accepts_or_rejects_with_a_reason(monitors, data):
 # A recording K_SINK
 # ---------------------------------------------------------------------------------------------
 
-class SinkServer:
-    """What the functions POST beyond their reply (dead letters, closed windows): recorded, 202."""
-
-    def __init__(self):
-        self.events: list[CloudEvent] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                event = from_http({k.lower(): v for k, v in self.headers.items()}, body)
-                with outer.lock:
-                    outer.events.append(event)
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def of(self, type_: str) -> list[CloudEvent]:
-        with self.lock:
-            return [e for e in self.events if e["type"] == type_]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def private_redis():
     server = RedisServer(durable=False).start()
@@ -535,7 +496,7 @@ class Blob(bytes):
 @pytest.fixture(scope="module")
 def ingest_function(tmp_path_factory, private_redis):
     d = tmp_path_factory.mktemp("fuzz-ingest")
-    sink = SinkServer()
+    sink = EventSink()
     path = write_monitor(d / "monitor")
     proc = function_process("ingest", path, private_redis.url, sink.url, d / "ingest.log",
                             MODELMONITOR_MAX_BODY_BYTES=str(MAX_BODY))
@@ -573,8 +534,8 @@ def test_ingest_function_over_http_never_answers_500(ingest_function, monitors):
     assert requests.get(proc.url + "health/readiness", timeout=5).status_code == 200
     # Every kind of answer happened, and every 400 sent exactly one dead letter with its reason.
     assert seen.get(200) and seen.get(400) and seen.get(202), seen
-    wait_until(lambda: len(sink.of(ev.DEAD_LETTER)) >= answered_400, 10, what="dead letters")
-    dead = sink.of(ev.DEAD_LETTER)
+    wait_until(lambda: len(sink.of_type(ev.DEAD_LETTER)) >= answered_400, 10, what="dead letters")
+    dead = sink.of_type(ev.DEAD_LETTER)
     assert len(dead) == answered_400
     for e in dead:
         validate_event_data(ev.DEAD_LETTER, e.data)
@@ -694,7 +655,7 @@ def aggregate_cases(draw, clock: list):
 @pytest.fixture(scope="module")
 def aggregate_function(tmp_path_factory, private_redis):
     d = tmp_path_factory.mktemp("fuzz-aggregate")
-    sink = SinkServer()
+    sink = EventSink()
     path = write_monitor(d / "monitor", duration="2s", watermark="1s", idle="1h")
     proc = function_process("aggregate", path, private_redis.url, sink.url, d / "aggregate.log")
     yield proc, sink
@@ -725,40 +686,34 @@ def test_aggregate_function_windows_equal_the_reference_over_valid_events(aggreg
             assert resp.status_code == 400, (resp.status_code, headers, body[:300], resp.text[:300])
             assert resp.json()["error"].strip()
 
+    def send_instances(request_id: str, t: int, rows: list) -> None:
+        ident = f"iris/request/{request_id}/fuzz"
+        event = CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest", "id": ident},
+                           {"monitor": "iris", "requestId": request_id, "kind": "request",
+                            "eventTime": ev.ms_to_rfc3339(t), "eventTimeMs": t,
+                            "features": list(FEATURES), "instances": rows})
+        headers, body = to_binary(event)
+        assert session.post(proc.url, data=body, headers=headers, timeout=30).status_code == 202
+        accepted.append((ident, t, rows))
+
     one()
     assert statuses.get("valid:202") and statuses.get("invalid:400"), statuses
     # Hypothesis may draw jitters that never go back far enough: one instance certainly late
     # (its window sealed long ago), delivered twice, so lateness and dedup are always covered.
-    t_late = BASE_MS + 5_000
-    late = CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
-                       "id": "iris/request/late/fuzz"},
-                      {"monitor": "iris", "requestId": "late", "kind": "request",
-                       "eventTime": ev.ms_to_rfc3339(t_late), "eventTimeMs": t_late,
-                       "features": list(FEATURES), "instances": [[4.0, 2.0, 1.0, 0.1]]})
-    headers, body = to_binary(late)
     for _ in range(2):
-        assert session.post(proc.url, data=body, headers=headers, timeout=30).status_code == 202
-        accepted.append(("iris/request/late/fuzz", t_late, [[4.0, 2.0, 1.0, 0.1]]))
+        send_instances("late", BASE_MS + 5_000, [[4.0, 2.0, 1.0, 0.1]])
     # One last valid event far later: its watermark seals every window the fuzzed ones opened.
-    t_end = BASE_MS + 10_000_000
-    closing = CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
-                          "id": "iris/request/closing/fuzz"},
-                         {"monitor": "iris", "requestId": "closing", "kind": "request",
-                          "eventTime": ev.ms_to_rfc3339(t_end), "eventTimeMs": t_end,
-                          "features": list(FEATURES), "instances": [[5.0, 3.0, 1.0, 0.5]]})
-    headers, body = to_binary(closing)
-    assert session.post(proc.url, data=body, headers=headers, timeout=30).status_code == 202
-    accepted.append(("iris/request/closing/fuzz", t_end, [[5.0, 3.0, 1.0, 0.5]]))
+    send_instances("closing", BASE_MS + 10_000_000, [[5.0, 3.0, 1.0, 0.5]])
 
     reference = reference_run(accepted, 2000, 2000, 1000, flush=False)
     # The generated stream was rich enough: several windows, late instances, redeliveries.
     assert len(reference) >= 5 and sum(r["late"] for r in reference) > 0, (len(reference), statuses)
     assert len({a[0] for a in accepted}) < len(accepted), "no redelivered id was generated"
     expected = {ev.window_id("iris", r["start"], r["end"]): r for r in reference}
-    wait_until(lambda: set(expected) <= {e["id"] for e in sink.of(ev.WINDOW_CLOSED)}, 30, 0.2,
+    wait_until(lambda: set(expected) <= {e["id"] for e in sink.of_type(ev.WINDOW_CLOSED)}, 30, 0.2,
                what="the aggregate function to close every sealed window")
     closed = {}
-    for e in sink.of(ev.WINDOW_CLOSED):
+    for e in sink.of_type(ev.WINDOW_CLOSED):
         closed.setdefault(e["id"], e.data)
     assert set(closed) == set(expected)
     for wid, r in expected.items():
