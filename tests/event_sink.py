@@ -74,9 +74,3 @@ class EventSink:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-    def __enter__(self) -> "EventSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
