@@ -1,4 +1,4 @@
-"""ModelMonitor operator: thin kopf glue around modelmonitor.k8s_apply.reconcile_monitor.
+"""ModelMonitor operator: thin kopf glue around modelmonitor.cluster.k8s_apply.reconcile_monitor.
 
 Run by path (this directory is not a package; a package named `operator` would shadow the
 standard library module):
@@ -22,7 +22,9 @@ import os
 import kopf
 import kubernetes
 
-from modelmonitor import k8s_apply, render
+from modelmonitor.cluster import k8s_apply
+
+from modelmonitor.cluster import render
 
 GROUP, VERSION = "monitoring.modelmonitor.io", "v1alpha1"
 PLURAL = k8s_apply.MONITOR_PLURAL

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from modelmonitor import events as ev
-from modelmonitor.pipeline import Aggregator, Monitor, ingest
-from modelmonitor.redis_server import connect
-from modelmonitor.spec import parse_monitor
-from modelmonitor.state.group_commit import GroupCommitter
+from modelmonitor.core import events as ev
+from modelmonitor.handlers import Aggregator, Monitor, ingest
+from modelmonitor.local.redis_server import connect
+from modelmonitor.core.spec import parse_monitor
+from state.group_commit import GroupCommitter
 
 
 def build(monitor_doc: dict, redis_url: str, replica: str, lease_ms: int = 1500):

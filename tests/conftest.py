@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 @pytest.fixture(scope="session")
 def redis_server():
-    from modelmonitor.redis_server import RedisServer
+    from modelmonitor.local.redis_server import RedisServer
     server = RedisServer(durable=False).start()
     yield server
     server.cleanup()
@@ -20,7 +20,7 @@ def redis_server():
 
 @pytest.fixture
 def redis_client(redis_server):
-    from modelmonitor.redis_server import connect
+    from modelmonitor.local.redis_server import connect
     client = connect(redis_server.url)
     client.flushall()
     yield client

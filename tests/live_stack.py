@@ -24,7 +24,7 @@ import numpy as np
 import requests
 import yaml
 
-from modelmonitor import events as ev
+from modelmonitor.core import events as ev
 from reference import reference_run, windows_brute_force
 
 ROOT = Path(__file__).resolve().parent.parent

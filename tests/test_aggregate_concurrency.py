@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from modelmonitor import events as ev
-from modelmonitor.redis_server import RedisServer, connect, free_port
+from modelmonitor.core import events as ev
+from modelmonitor.local.redis_server import RedisServer, connect, free_port
 from agg_worker import flush_and_close, worker
 from reference import reference_run
 
@@ -166,7 +166,7 @@ def wait_for_dedup_expiry(client, timeout=6.0):
 
 def test_redis_memory_returns_to_baseline(redis_client):
     """After a warm-up (hash tables sized, scripts cached), a long stream leaves nothing behind."""
-    from modelmonitor.state.store import PendingRequest, WindowStore, encode_rows
+    from state.store import PendingRequest, WindowStore, encode_rows
     store = WindowStore(redis_client, "mem", duration_ms=1000, slide_ms=1000, delay_ms=0,
                         dedup_retention_ms=1000, dedup_bucket_ms=500)
     num, cat = encode_rows(np.ones((1, 3)), None)

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from modelmonitor import baseline as baseline_module
-from modelmonitor.baseline import (BaselineError, TableError, build_baseline, build_baseline_file, load_baseline,
+from modelmonitor.core import baseline as baseline_module
+from modelmonitor.core.baseline import (BaselineError, TableError, build_baseline, build_baseline_file, load_baseline,
                                    normalize_baseline, read_table, to_thesis_baseline, write_baseline)
-from modelmonitor.spec import Feature, SpecError, load_monitor, parse_monitor
+from modelmonitor.core.spec import Feature, SpecError, load_monitor, parse_monitor
 
 IRIS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "iris")
 IRIS_NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

@@ -2,7 +2,7 @@
 
 Toy subscribers live in tests/funcs/: echo (records, 202), replier (answers with a CloudEvent
 of another type), flaky (500 for the first N calls per event id), bad (always 400). Each runs
-as its own `python -m modelmonitor.functions.serve` process on a loopback port and writes one
+as its own `python -m modelmonitor.runtime.serve` process on a loopback port and writes one
 JSON line per call to its own record file, which the tests read after `broker.wait_idle()`.
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ import requests
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
-from modelmonitor import broker as broker_module
-from modelmonitor import procs as procs_module
-from modelmonitor.broker import (AllFilter, AttributesFilter, BrokerConfigError, DeliverySpec,
+from modelmonitor.local import broker as broker_module
+from modelmonitor.local import procs as procs_module
+from modelmonitor.local.broker import (AllFilter, AttributesFilter, BrokerConfigError, DeliverySpec,
                                  LocalBroker, UnsupportedFilterError, backoff_delay,
                                  load_triggers, parse_duration, parse_filter)
-from modelmonitor.functions import serve as serve_module
-from modelmonitor.procs import FunctionPool, FunctionProcess, free_port, start_all, stop_all
+from modelmonitor.runtime import serve as serve_module
+from modelmonitor.local.procs import FunctionPool, FunctionProcess, free_port, start_all, stop_all
 
 FUNCS = Path(__file__).parent / "funcs"
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from modelmonitor.redis_server import RedisServer, connect
+from modelmonitor.local.redis_server import RedisServer, connect
 import test_store
 
 

@@ -1,4 +1,4 @@
-"""Thesis ModelMonitor (monitoring.hops.io/v1beta1) -> ours (modelmonitor.convert), on the
+"""Thesis ModelMonitor (monitoring.hops.io/v1beta1) -> ours (modelmonitor.cluster.convert), on the
 thesis-format Iris monitor in examples/iris/thesis-monitor.yaml."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import copy
 import pytest
 import yaml
 
-from modelmonitor import render
-from modelmonitor.convert import ConversionError, convert_file, convert_thesis
-from modelmonitor.spec import SpecError, parse_monitor
+from modelmonitor.cluster import render
+from modelmonitor.cluster.convert import ConversionError, convert_file, convert_thesis
+from modelmonitor.core.spec import SpecError, parse_monitor
 from test_operator import crd_errors
 from test_render import ROOT, manifest_errors
 
@@ -79,7 +79,7 @@ def test_converted_monitor_parses_validates_and_renders():
 
 def test_functions_load_the_converted_monitor(tmp_path, monkeypatch):
     """The thesis baseline travels inline, lands in the ConfigMap and loads in the functions."""
-    from modelmonitor.pipeline import Monitor
+    from modelmonitor.handlers import Monitor
     parsed = parse_monitor(convert_thesis(thesis_doc()))
     cm = render.render(parsed)[0]
     for key, text in cm["data"].items():

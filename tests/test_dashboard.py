@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from modelmonitor import metrics
+from modelmonitor.runtime import metrics
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 
@@ -108,8 +108,8 @@ def test_every_series_the_dashboard_queries_is_exported():
 
     from prometheus_client import CollectorRegistry
 
-    from modelmonitor.broker import LocalBroker, load_triggers
-    from modelmonitor.run_metrics import RunCollector
+    from modelmonitor.local.broker import LocalBroker, load_triggers
+    from modelmonitor.local.run_metrics import RunCollector
     metrics.EVENTS_IN.labels(role="ingest", outcome="ok")
     metrics.EVENTS_OUT.labels(role="ingest", type="io.modelmonitor.inference.instances")
     pattern = re.compile(r"^(modelmonitor_\w+?)(?:\{| )", re.M)

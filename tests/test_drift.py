@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chisquare, entropy, wasserstein_distance
 
-from modelmonitor import drift
-from modelmonitor.drift import (
+from modelmonitor.detect import drift
+from modelmonitor.detect.drift import (
     EPS, chi_square, evaluate_alert, hellinger, jensen_shannon, kolmogorov_smirnov, kullback_leibler,
     measure_drift, psi, smooth, wasserstein, wasserstein_norm,
 )
-from modelmonitor.spec import DETECTORS, AlertSpec, DetectorSpec, Feature
+from modelmonitor.core.spec import DETECTORS, AlertSpec, DetectorSpec, Feature
 
 # --------------------------------------------------------------------------------------------
-# Oracles written from the DESIGN text, independent of modelmonitor.drift
+# Oracles written from the DESIGN text, independent of modelmonitor.detect.drift
 # --------------------------------------------------------------------------------------------
 
 

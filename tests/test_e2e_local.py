@@ -4,7 +4,7 @@ A `LocalRun` starts a private durable redis-server, the four functions (each a p
 process), the local broker wired by the rendered Broker/Trigger YAML plus user Trigger YAML,
 and the PingSource ticker. Thesis-stream logger events are POSTed to the broker ingress over
 HTTP in binary mode, with duplicate deliveries; the same events, written as JSON lines, go
-through `modelmonitor.replay.run_replay`; the windows of both must be the same. Then the
+through `modelmonitor.tools.replay.run_replay`; the windows of both must be the same. Then the
 same with the aggregate function SIGKILLed mid-stream, user Triggers that fail (retries,
 dead-letter sink), and `modelmonitor run` as a real subprocess stopped by Ctrl-C.
 
@@ -42,11 +42,11 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from event_sink import EventSink
-from modelmonitor import events as ev
-from modelmonitor.procs import free_port
-from modelmonitor.replay import run_replay
-from modelmonitor.runner import LocalRun
-from modelmonitor.streams import ThesisStream, logger_events
+from modelmonitor.core import events as ev
+from modelmonitor.local.procs import free_port
+from modelmonitor.tools.replay import run_replay
+from modelmonitor.local.runner import LocalRun
+from modelmonitor.tools.streams import ThesisStream, logger_events
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "examples" / "iris"

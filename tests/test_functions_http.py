@@ -1,6 +1,6 @@
 """The four functions over HTTP, each served by the real parliament runtime in its own process.
 
-Every function runs as `python -m modelmonitor.functions.serve --role ROLE` (a `FunctionProcess`),
+Every function runs as `python -m modelmonitor.runtime.serve --role ROLE` (a `FunctionProcess`),
 configured only through its environment (MODELMONITOR_ROLE, MODELMONITOR_CONFIG,
 MODELMONITOR_BASELINE, REDIS_URL, K_SINK), exactly as on Knative. K_SINK points at a small
 recording HTTP server in this process, so the events a function POSTs beyond its reply (dead
@@ -25,9 +25,9 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 
 from event_sink import EventSink
-from modelmonitor import events as ev
-from modelmonitor.procs import FunctionProcess, start_all, stop_all
-from modelmonitor.redis_server import RedisServer
+from modelmonitor.core import events as ev
+from modelmonitor.local.procs import FunctionProcess, start_all, stop_all
+from modelmonitor.local.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "examples" / "iris"

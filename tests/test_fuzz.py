@@ -34,15 +34,15 @@ from hypothesis import strategies as st
 
 from live_stack import FEATURES, wait_until, write_monitor
 from event_sink import EventSink
-from modelmonitor import events as ev
-from modelmonitor.baseline import build_baseline, write_baseline
-from modelmonitor.payloads import V2_DATATYPES, PayloadError, parse_request, parse_response
-from modelmonitor.pipeline import (MAX_EVENT_TIME_MS, Aggregator, Instances, MemoryAlertState, Monitor, Rejected,
+from modelmonitor.core import events as ev
+from modelmonitor.core.baseline import build_baseline, write_baseline
+from modelmonitor.core.payloads import V2_DATATYPES, PayloadError, parse_request, parse_response
+from modelmonitor.handlers import (MAX_EVENT_TIME_MS, Aggregator, Instances, MemoryAlertState, Monitor, Rejected,
                                    ingest_rows, measure, outliers)
-from modelmonitor.procs import FunctionProcess
-from modelmonitor.redis_server import RedisServer
-from modelmonitor.schema_check import validate_event_data
-from modelmonitor.spec import NUMERICAL
+from modelmonitor.local.procs import FunctionProcess
+from modelmonitor.local.redis_server import RedisServer
+from modelmonitor.core.schema_check import validate_event_data
+from modelmonitor.core.spec import NUMERICAL
 from reference import reference_run
 
 NOW_MS = 1_795_341_603_123          # a fixed "wall clock" for the pure cases
@@ -61,7 +61,7 @@ def monitors(tmp_path_factory):
     rng = np.random.default_rng(5)
     train = {"x": rng.normal(0, 1, 300).tolist(), "color": rng.choice(["red", "green", "blue"], 300).tolist(),
              "label": rng.choice(["a", "b"], 300).tolist()}
-    from modelmonitor.spec import Feature
+    from modelmonitor.core.spec import Feature
     feats = [Feature("x", "numerical", 0), Feature("color", "categorical", 1), Feature("label", "categorical", 2)]
     write_baseline(build_baseline(train, feats, bins=10), str(d / "baseline.json"))
     doc = {"apiVersion": "monitoring.modelmonitor.io/v1alpha1", "kind": "ModelMonitor",
@@ -549,7 +549,7 @@ def test_ingest_function_over_http_never_answers_500(ingest_function, monitors):
 def test_broker_ingress_answers_400_to_json_nested_too_deeply(headers):
     """Found by the fuzzer below: JSON nested deeper than the parser's recursion limit must be
     refused like any other malformed body (400), not drop the connection without an answer."""
-    from modelmonitor.broker import LocalBroker
+    from modelmonitor.local.broker import LocalBroker
     broker = LocalBroker([]).start()
     try:
         body = b'{"specversion": "1.0", "type": "t", "source": "s", "id": "1", "data": ' + b"[" * 5000 \
@@ -569,7 +569,7 @@ def test_broker_ingress_answers_every_generated_request():
     """The same generated requests at the local broker's ingress: 202 (queued), 400 (not a
     CloudEvent, with the reason) or 413, never an error or a dropped connection; it keeps
     serving, and only what it answered 202 to was accepted."""
-    from modelmonitor.broker import LocalBroker
+    from modelmonitor.local.broker import LocalBroker
     broker = LocalBroker([], max_body_bytes=MAX_BODY).start()
     session = requests.Session()
     seen: dict[int, int] = {}

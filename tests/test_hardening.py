@@ -26,9 +26,9 @@ import requests
 from live_stack import (Logger, Recorder, Sent, Ticker, accepted_in_order, assert_windows_match, env_flag,
                         expected_windows, iris_rows, logger_body, logger_headers, now_ms, wait_for_windows,
                         wait_until, write_monitor)
-from modelmonitor import events as ev
-from modelmonitor.redis_server import RedisServer, connect
-from modelmonitor.runner import LocalRun
+from modelmonitor.core import events as ev
+from modelmonitor.local.redis_server import RedisServer, connect
+from modelmonitor.local.runner import LocalRun
 
 LONG = env_flag("MODELMONITOR_LONG_TESTS")
 #: Stream length multiplier: 1 in the default run, 5 with MODELMONITOR_LONG_TESTS=1.
@@ -136,7 +136,7 @@ def test_tick_does_not_idle_advance_over_a_backlog_the_store_could_not_take(tmp_
     then idleness counts from the backlog's apply again."""
     from cloudevents.http import CloudEvent
 
-    from modelmonitor.pipeline import Aggregator, Monitor
+    from modelmonitor.handlers import Aggregator, Monitor
     server = RedisServer(durable=True).start()
     client = connect(server.url, socket_timeout=2, socket_connect_timeout=1)
     try:

@@ -19,11 +19,11 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from modelmonitor import kafka_bridge
-from modelmonitor.broker import LocalBroker, load_triggers
-from modelmonitor.kafka_bridge import (KafkaIngress, KafkaSinkWriter, event_to_kafka,
+from modelmonitor.local import kafka_bridge
+from modelmonitor.local.broker import LocalBroker, load_triggers
+from modelmonitor.local.kafka_bridge import (KafkaIngress, KafkaSinkWriter, event_to_kafka,
                                        record_to_event, register_kafka_sinks, wait_until)
-from modelmonitor.procs import FunctionProcess
+from modelmonitor.local.procs import FunctionProcess
 
 FUNCS = Path(__file__).parent / "funcs"
 API = (2, 0)
@@ -268,7 +268,7 @@ spec:
 
 def test_kafka_sink_failure_is_dead_lettered_by_the_broker(bootstrap, echo):
     # A writer whose broker is gone: each attempt fails, the broker retries, then dead-letters.
-    from modelmonitor.procs import free_port
+    from modelmonitor.local.procs import free_port
     writer = KafkaSinkWriter(f"127.0.0.1:{free_port()}", "nowhere", timeout=0.3,
                              max_block_ms=300)
     broker = LocalBroker(load_triggers([{

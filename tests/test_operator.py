@@ -21,8 +21,12 @@ import yaml
 from celpy import celtypes
 from kubernetes.client import ApiClient, Configuration
 
-from modelmonitor import k8s_apply, reconcile, render
-from modelmonitor.spec import (DEFAULT_THRESHOLDS, DETECTORS, FEATURE_TYPES, SpecError, parse_monitor)
+from modelmonitor.cluster import k8s_apply
+
+from modelmonitor.cluster import reconcile
+
+from modelmonitor.cluster import render
+from modelmonitor.core.spec import (DEFAULT_THRESHOLDS, DETECTORS, FEATURE_TYPES, SpecError, parse_monitor)
 from test_render import EXAMPLE, EXAMPLE_BASELINE, ROOT, example_doc, manifest_errors, strict
 
 CRD_PATH = ROOT / "operator" / "crd.yaml"

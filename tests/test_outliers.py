@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.spatial.distance import mahalanobis
 
-from modelmonitor import outliers
-from modelmonitor.outliers import OutlierDetector, detect_outliers
-from modelmonitor.spec import Feature, OutlierSpec
+from modelmonitor.detect import outliers
+from modelmonitor.detect.outliers import OutlierDetector, detect_outliers
+from modelmonitor.core.spec import Feature, OutlierSpec
 
 FEATURES = [Feature("a", "numerical", 0), Feature("colour", "categorical", 1), Feature("b", "numerical", 2),
             Feature("c", "numerical", 3), Feature("size", "categorical", 4)]

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelmonitor import payloads
-from modelmonitor.payloads import PayloadError, parse_request, parse_response, split_columns
-from modelmonitor.spec import Feature
+from modelmonitor.core import payloads
+from modelmonitor.core.payloads import PayloadError, parse_request, parse_response, split_columns
+from modelmonitor.core.spec import Feature
 
 IRIS_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 IRIS = tuple(Feature(name, "numerical", i) for i, name in enumerate(IRIS_NAMES))

@@ -1,4 +1,4 @@
-"""Rendered manifests (modelmonitor.render): shape, wiring rules, determinism, and validity
+"""Rendered manifests (modelmonitor.cluster.render): shape, wiring rules, determinism, and validity
 against the upstream schemas in ../shared/schemas in strict mode (unknown fields rejected,
 as `kubectl --validate=strict` does). Also the generated files that must not rot: eventing/,
 operator/install.yaml, func.yaml, requirements.txt.
@@ -20,8 +20,10 @@ import jsonschema
 import pytest
 import yaml
 
-from modelmonitor import events, render
-from modelmonitor.spec import SpecError, load_monitor, parse_monitor
+from modelmonitor.core import events
+
+from modelmonitor.cluster import render
+from modelmonitor.core.spec import SpecError, load_monitor, parse_monitor
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = Path(os.environ.get("MODELMONITOR_SCHEMAS", ROOT.parent / "shared" / "schemas"))
@@ -450,7 +452,7 @@ def test_config_map_carries_monitor_and_baseline_never_secrets(tmp_path):
 
 def test_functions_load_what_the_config_map_holds(tmp_path, monkeypatch):
     """Mounted as the Services mount it, the ConfigMap is what the functions' loader expects."""
-    from modelmonitor.pipeline import Monitor
+    from modelmonitor.handlers import Monitor
     spec = example_spec()
     cm = render.render(spec)[0]
     for key, text in cm["data"].items():
@@ -565,9 +567,9 @@ def test_strict_validation_rejects_typos():
 def test_eventing_dir_is_what_render_produces():
     expected = render.eventing_files(EXAMPLE)
     on_disk = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "eventing").glob("*.yaml")}
-    assert set(on_disk) == set(expected), "run: python -m modelmonitor.render --write-eventing"
+    assert set(on_disk) == set(expected), "run: python -m modelmonitor.cluster.render --write-eventing"
     for name, text in expected.items():
-        assert on_disk[name] == text, f"eventing/{name} is stale: python -m modelmonitor.render --write-eventing"
+        assert on_disk[name] == text, f"eventing/{name} is stale: python -m modelmonitor.cluster.render --write-eventing"
     docs = [d for text in expected.values() for d in yaml.safe_load_all(text)]
     kinds = [d["kind"] for d in docs]
     assert kinds.count("Broker") == 1 and kinds.count("PingSource") == 1
@@ -594,7 +596,7 @@ def test_write_eventing_dir_removes_stale_files(tmp_path):
 
 def test_install_yaml_is_generated_and_valid():
     text = (ROOT / "operator" / "install.yaml").read_text(encoding="utf-8")
-    assert text == render.render_install(), "run: python -m modelmonitor.render --write-install"
+    assert text == render.render_install(), "run: python -m modelmonitor.cluster.render --write-install"
     docs = list(yaml.safe_load_all(text))
     assert [d["kind"] for d in docs] == ["Namespace", "CustomResourceDefinition", "ServiceAccount",
                                          "ClusterRole", "ClusterRoleBinding", "Deployment"]
@@ -630,7 +632,7 @@ def test_rbac_is_least_privilege():
     assert "*" not in json.dumps(role["rules"])
     assert not any(res in ("secrets", "leases", "namespaces") for _, res in grants)
     # Every child kind the operator applies: list (find), create + patch (server-side apply), delete.
-    from modelmonitor.k8s_apply import CHILD_TYPES
+    from modelmonitor.cluster.k8s_apply import CHILD_TYPES
     for (api_version, _kind), plural in CHILD_TYPES.items():
         group = api_version.rpartition("/")[0]
         assert {"list", "create", "patch", "delete"} <= grants[(group, plural)], plural
@@ -713,7 +715,7 @@ def test_requirements_pin_the_runtime_closure_as_constraints_do():
 def test_procfile_and_function_entry_point():
     assert (ROOT / "Procfile").read_text().strip() == "web: python -m parliament ."
     source = (ROOT / "func.py").read_text()
-    assert "from modelmonitor.functions.app import main" in source
+    assert "from modelmonitor.runtime.app import main" in source
     # The operator is run by path: a package named `operator` would shadow the stdlib module.
     assert not (ROOT / "operator" / "__init__.py").exists()
 

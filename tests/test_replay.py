@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from modelmonitor import events as ev
-from modelmonitor.cli import main as cli_main
-from modelmonitor.replay import run_replay
-from modelmonitor.streams import ThesisStream, logger_events, stage_names, write_jsonl
+from modelmonitor.core import events as ev
+from modelmonitor.tools.cli import main as cli_main
+from modelmonitor.tools.replay import run_replay
+from modelmonitor.tools.streams import ThesisStream, logger_events, stage_names, write_jsonl
 from reference import reference_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,8 +162,8 @@ def test_categorical_features_and_predictions_through_replay(tmp_path, redis_url
     """A mixed schema (numerical + categorical inputs, a categorical prediction from responses):
     window statistics, unseen-category outliers and categorical drift, against Counter/numpy."""
     from collections import Counter
-    from modelmonitor.baseline import build_baseline, write_baseline
-    from modelmonitor.spec import Feature
+    from modelmonitor.core.baseline import build_baseline, write_baseline
+    from modelmonitor.core.spec import Feature
     rng = np.random.default_rng(5)
     train = {"x": rng.normal(0, 1, 500).tolist(), "color": rng.choice(["red", "green", "blue"], 500).tolist(),
              "label": rng.choice(["a", "b"], 500).tolist()}

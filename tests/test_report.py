@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmonitor import events as ev
-from modelmonitor import report
-from modelmonitor.schema_check import validate_event
+from modelmonitor.core import events as ev
+from modelmonitor.tools import report
+from modelmonitor.core.schema_check import validate_event
 
 BASE_MS = 1_795_341_600_000           # 2026-11-22T10:00:00.000Z, a multiple of 15 s
 WINDOW_MS = 15_000
@@ -344,7 +344,7 @@ def test_report_needs_no_display_and_no_pyplot(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in docs[:12]))
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND", "WAYLAND_DISPLAY")}
-    code = ("import sys; from modelmonitor.report import write_report; "
+    code = ("import sys; from modelmonitor.tools.report import write_report; "
             f"w = write_report({str(path)!r}, {str(tmp_path / 'out')!r}); "
             "print(len(w['images']), 'matplotlib.pyplot' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

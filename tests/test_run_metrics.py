@@ -9,10 +9,10 @@ import uuid
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelmonitor import events as ev
-from modelmonitor.procs import free_port
-from modelmonitor.run_metrics import serve_run_metrics
-from modelmonitor.runner import LocalRun
+from modelmonitor.core import events as ev
+from modelmonitor.local.procs import free_port
+from modelmonitor.local.run_metrics import serve_run_metrics
+from modelmonitor.local.runner import LocalRun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from modelmonitor import events as ev
-from modelmonitor import schema_check
-from modelmonitor.schema_check import EventDataError, validate_event, validate_event_data
+from modelmonitor.core import events as ev
+from modelmonitor.core import schema_check
+from modelmonitor.core.schema_check import EventDataError, validate_event, validate_event_data
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 SCHEMA_DIR = Path(schema_check.__file__).resolve().parent / "schemas"

@@ -29,13 +29,13 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from live_stack import FEATURES, ROOT, Recorder, logger_body, logger_headers, now_ms, wait_until, write_monitor
-from modelmonitor import events as ev
-from modelmonitor.broker import LocalBroker
-from modelmonitor.procs import FunctionProcess
-from modelmonitor.redis_server import RedisServer, connect, free_port
-from modelmonitor.render import render, render_yaml
-from modelmonitor.runner import LocalRun
-from modelmonitor.spec import SpecError, load_monitor, parse_monitor
+from modelmonitor.core import events as ev
+from modelmonitor.local.broker import LocalBroker
+from modelmonitor.local.procs import FunctionProcess
+from modelmonitor.local.redis_server import RedisServer, connect, free_port
+from modelmonitor.cluster.render import render, render_yaml
+from modelmonitor.local.runner import LocalRun
+from modelmonitor.core.spec import SpecError, load_monitor, parse_monitor
 
 PASSWORD = "s3cr3t-Pa55w0rd-for-tests"
 
@@ -309,8 +309,8 @@ def _listening(port: int) -> set[str]:
 
 
 def test_everything_run_starts_listens_on_loopback_only(tmp_path):
-    from modelmonitor.cli import build_parser
-    from modelmonitor.functions.serve import build_parser as serve_parser
+    from modelmonitor.tools.cli import build_parser
+    from modelmonitor.runtime.serve import build_parser as serve_parser
     assert LocalBroker([]).host == "127.0.0.1"
     assert serve_parser().parse_args(["--role", "ingest"]).host == "127.0.0.1"
     assert build_parser().parse_args(["run", "m.yaml"]).host == "127.0.0.1"

@@ -27,8 +27,8 @@ import pytest
 
 from live_stack import (Logger, Recorder, Ticker, accepted_in_order, assert_windows_match, env_flag,
                         expected_windows, vm_rss_kib, wait_for_windows, wait_until, write_monitor)
-from modelmonitor.redis_server import connect
-from modelmonitor.runner import LocalRun
+from modelmonitor.local.redis_server import connect
+from modelmonitor.local.runner import LocalRun
 
 MIB = 1024 * 1024
 SHORT = {"name": "short", "seconds": 20, "rate": 100, "every": 1.0, "warmup": 6, "redis_flat_after": None,

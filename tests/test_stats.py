@@ -1,4 +1,4 @@
-"""Window statistics (modelmonitor.stats) against independent oracles: NumPy, SciPy, Counter.
+"""Window statistics (modelmonitor.stats.aggregate) against independent oracles: NumPy, SciPy, Counter.
 
 Every expected value is computed by the oracle from the same data; merges are checked against
 one pass over all rows (exact for counts, extremes, percentiles, histograms and categories;
@@ -18,9 +18,9 @@ import scipy.stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelmonitor import stats
-from modelmonitor.spec import CATEGORICAL, NUMERICAL, Feature, StatsSpec
-from modelmonitor.stats import (CategoryCounts, CoMoments, Count, Histogram, Max, Min, Moments, Quantiles, Sum,
+from modelmonitor.stats import aggregate as stats
+from modelmonitor.core.spec import CATEGORICAL, NUMERICAL, Feature, StatsSpec
+from modelmonitor.stats.aggregate import (CategoryCounts, CoMoments, Count, Histogram, Max, Min, Moments, Quantiles, Sum,
                                 WindowAggregate)
 
 REL = 1e-9

@@ -6,9 +6,9 @@ import random
 import numpy as np
 import pytest
 
-from modelmonitor.state.store import PendingRequest, WindowStore, decode_rows, encode_rows
+from state.store import PendingRequest, WindowStore, decode_rows, encode_rows
 from reference import reference_run, windows_brute_force
-from modelmonitor.windows import assign_windows
+from modelmonitor.windowing.assigner import assign_windows
 
 
 def make_stream(seed: int, n: int = 400, dup_rate: float = 0.2, late_rate: float = 0.1):

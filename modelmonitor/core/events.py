@@ -1,0 +1,159 @@
+"""Event contracts: CloudEvent types, deterministic ids and builders (DESIGN sections 1 and 4).
+
+Version policy: a type without suffix is version 1. A change that removes or renames a data
+field, or changes a field's meaning, ships under a new type with a `.v2` suffix, and both are
+emitted for one minor release. Adding a field is not breaking. Each type's JSON Schema is
+`modelmonitor/core/schemas/<type>.json`, referenced by the event's `dataschema` attribute.
+
+>>> ev = make_event(WINDOW_CLOSED, "iris", "iris/0/15000", {"monitor": "iris"})
+>>> ev["type"], ev["id"], ev["monitor"], ev["datacontenttype"]
+('io.modelmonitor.window.closed', 'iris/0/15000', 'iris', 'application/json')
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+# What the KServe payload logger sends.
+KSERVE_REQUEST = "org.kubeflow.serving.inference.request"
+KSERVE_RESPONSE = "org.kubeflow.serving.inference.response"
+# What PingSource sends (the aggregator's processing-time tick).
+PING = "dev.knative.sources.ping"
+
+# What ModelMonitor emits.
+INSTANCES = "io.modelmonitor.inference.instances"
+OUTLIER_DETECTED = "io.modelmonitor.outlier.detected"
+WINDOW_CLOSED = "io.modelmonitor.window.closed"
+DRIFT_MEASURED = "io.modelmonitor.drift.measured"
+DRIFT_DETECTED = "io.modelmonitor.drift.detected"
+LATE_INSTANCES = "io.modelmonitor.instances.late"
+DEAD_LETTER = "io.modelmonitor.event.rejected"
+
+EMITTED_TYPES = (INSTANCES, OUTLIER_DETECTED, WINDOW_CLOSED, DRIFT_MEASURED, DRIFT_DETECTED,
+                 LATE_INSTANCES, DEAD_LETTER)
+SCHEMA_BASE = "https://modelmonitor.io/schemas/"
+
+
+def source_for(monitor: str, role: str, namespace: str = "default") -> str:
+    """CloudEvent `source` of events a function emits: /modelmonitor/<ns>/<monitor>/<role>."""
+    return f"/modelmonitor/{namespace}/{monitor}/{role}"
+
+
+def short_hash(*parts: str) -> str:
+    """Stable 16-hex-digit digest of the parts (used in deterministic ids)."""
+    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8)
+    return h.hexdigest()
+
+
+def instances_id(monitor: str, logger_type: str, logger_source: str, logger_id: str) -> str:
+    """Id of the instances event derived from one logger event; the same logger event always
+    yields the same id, so a redelivered logger event is recognisable downstream.
+
+    >>> instances_id("iris", KSERVE_REQUEST, "http://localhost:9081/", "abc")
+    'iris/request/abc/ca8c385b535f7f56'
+    """
+    kind = "response" if logger_type == KSERVE_RESPONSE else "request"
+    return f"{monitor}/{kind}/{logger_id}/{short_hash(logger_type, logger_source, logger_id)}"
+
+
+def window_id(monitor: str, start_ms: int, end_ms: int) -> str:
+    return f"{monitor}/{start_ms}/{end_ms}"
+
+
+def ms_to_rfc3339(ms: int) -> str:
+    """RFC 3339 with millisecond precision in UTC: 0 -> '1970-01-01T00:00:00.000Z'."""
+    dt = _dt.datetime.fromtimestamp(ms // 1000, tz=_dt.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+_DAY_MS: dict[str, int] = {}
+
+
+def rfc3339_to_ms(value: str) -> int:
+    """Milliseconds since the epoch, truncating sub-millisecond digits (never rounding up).
+
+    >>> rfc3339_to_ms("2020-05-01T10:00:00.1239Z"), rfc3339_to_ms("1970-01-01T01:00:00+01:00")
+    (1588327200123, 0)
+    """
+    # Fast path for the common shape 2026-01-01T00:00:00.123Z (what loggers send).
+    if len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T":
+        day = _DAY_MS.get(value[:10])
+        if day is None:
+            day = _DAY_MS[value[:10]] = rfc3339_to_ms(value[:10] + "T00:00:00Z")
+        try:
+            hh, mi, ss, ms = int(value[11:13]), int(value[14:16]), int(value[17:19]), int(value[20:23])
+            if hh < 24 and mi < 60 and ss < 60 and value[13] == value[16] == ":":
+                return day + hh * 3_600_000 + mi * 60_000 + ss * 1000 + ms
+        except ValueError:
+            pass
+    s = value.strip()
+    if not s:
+        raise ValueError("empty time")
+    s = s.replace("z", "Z")
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    frac_ms = 0
+    main = s
+    # Split off a fractional part ourselves: datetime accepts at most 6 digits.
+    if "." in s:
+        head, rest = s.split(".", 1)
+        digits = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            digits += rest[i]
+            i += 1
+        if not digits:
+            raise ValueError(f"bad fractional seconds in {value!r}")
+        frac_ms = int((digits + "000")[:3])
+        main = head + rest[i:]
+    dt = _dt.datetime.fromisoformat(main.replace(" ", "T"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    delta = dt - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + frac_ms
+
+
+def make_event(type_: str, monitor: str, id_: str, data: Any, *, source: str | None = None,
+               time_ms: int | None = None, extensions: dict | None = None) -> CloudEvent:
+    """A derived ModelMonitor event: JSON data, `monitor` extension, deterministic id."""
+    attrs = {
+        "type": type_,
+        "source": source or source_for(monitor, type_.rsplit(".", 2)[-2]),
+        "id": id_,
+        "datacontenttype": "application/json",
+        "dataschema": SCHEMA_BASE + type_ + ".json",
+        "monitor": monitor,
+    }
+    if time_ms is not None:
+        attrs["time"] = ms_to_rfc3339(time_ms)
+    if extensions:
+        attrs.update(extensions)
+    return CloudEvent(attrs, data)
+
+
+def to_json_line(event: CloudEvent) -> str:
+    """Structured-mode JSON of an event on one line (what replay and the demo write)."""
+    doc = {k: v for k, v in event.get_attributes().items()}
+    doc["data"] = event.data
+    return json.dumps(doc, separators=(",", ":"), sort_keys=False, allow_nan=False)
+
+
+def from_json_doc(doc: dict) -> CloudEvent:
+    """A CloudEvent from a structured-mode JSON document (data may be JSON or data_base64)."""
+    if not isinstance(doc, dict):
+        raise ValueError("a structured CloudEvent must be a JSON object")
+    attrs = {k: v for k, v in doc.items() if k not in ("data", "data_base64")}
+    for key in ("type", "source", "id"):
+        if not isinstance(attrs.get(key), str) or not attrs[key]:
+            raise ValueError(f"CloudEvent attribute '{key}' is missing")
+    attrs.setdefault("specversion", "1.0")
+    if "data_base64" in doc:
+        import base64
+        data: Any = base64.b64decode(doc["data_base64"])
+    else:
+        data = doc.get("data")
+    return CloudEvent(attrs, data)

@@ -1,0 +1,233 @@
+"""The aggregate handler: ``inference.instances`` -> Redis windows -> ``window.closed``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import uuid
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from cloudevents.http import CloudEvent
+
+from modelmonitor.core import events as ev
+from modelmonitor.runtime import metrics
+from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, decode_rows, encode_rows
+from modelmonitor.stats.aggregate import WindowAggregate
+from modelmonitor.handlers.monitor import (Monitor, check_instances,
+    wall_clock_ms, window_info, _split)
+def _pack_numeric_rows(rows: list) -> bytes | None:
+    """Rows of plain finite numbers packed as float64 (the common case, without NumPy's
+    per-call overhead); None when anything needs the general path and its error messages."""
+    flat = [v for row in rows for v in row]
+    for v in flat:
+        if type(v) is not float and type(v) is not int:
+            return None
+    try:
+        packed = struct.pack(f"<{len(flat)}d", *flat)
+    except (struct.error, OverflowError):
+        return None
+    return packed if all(math.isfinite(v) for v in flat) else None
+
+
+def dedup_key(instances_event_id: str) -> str:
+    """What the window store remembers of a logger event: a digest of the instances id, which
+    is itself derived from the logger event's (type, source, id) for this monitor."""
+    return ev.short_hash(instances_event_id)
+
+
+class Aggregator:
+    """Feeds instances into the monitor's Redis windows and turns sealed windows into
+    ``window.closed`` events."""
+
+    def __init__(self, mon: Monitor, store: WindowStore, *, replica: str | None = None):
+        self.mon = mon
+        self.store = store
+        self.token = replica or uuid.uuid4().hex
+        # Processing time this replica last received a valid instances event, applied or not
+        # (the store may have been down), or started; and since when its applies fail: tick().
+        self.last_received_ms = wall_clock_ms()
+        self.failing_since_ms: int | None = None
+        self.redelivery_horizon_ms = redelivery_horizon_ms(mon.spec.delivery)
+
+    @classmethod
+    def for_client(cls, mon: Monitor, client, **kwargs) -> "Aggregator":
+        w = mon.spec.window
+        store = WindowStore(client, mon.name, duration_ms=w.duration_ms, slide_ms=w.slide_ms,
+                            delay_ms=w.watermark_delay_ms, **kwargs)
+        return cls(mon, store)
+
+    def encode(self, event: CloudEvent) -> PendingRequest:
+        """Validate and pack one instances event (pure: no Redis)."""
+        data, layout = check_instances(self.mon, event)
+        num = _pack_numeric_rows(data["instances"]) if not layout.categorical else None
+        if num is not None:
+            cat = b""
+        else:
+            numeric, categorical = _split(data["instances"], layout)
+            cat_rows = [list(r) for r in zip(*categorical)] if categorical else None
+            num, cat = encode_rows(numeric, cat_rows)
+        group = PREDICTIONS if data.get("kind") == "response" else INPUTS
+        self.last_received_ms = wall_clock_ms()
+        # Dedup key: the logger event (type, source, id), which the instances id encodes.
+        return PendingRequest(dedup_key(event["id"]), data["eventTimeMs"], len(data["instances"]),
+                              group, num, cat)
+
+    def apply(self, pending: Sequence[PendingRequest], now_ms: int) -> ApplyResult:
+        try:
+            result = self.store.apply(pending, now_ms)
+        except Exception:
+            if self.failing_since_ms is None:
+                self.failing_since_ms = now_ms
+            raise
+        self.failing_since_ms = None
+        return result
+
+    def late_event(self, event: CloudEvent, status: str, watermark_ms: int | None) -> CloudEvent | None:
+        """The optional ``instances.late`` event for a request that was late for some window."""
+        if not self.mon.spec.late_events or not status.startswith("late:"):
+            return None
+        data = event.data if isinstance(event.data, dict) else json.loads(event.data)
+        return self.late_event_for(event["id"], data.get("requestId"), data["eventTimeMs"],
+                                   len(data["instances"]), status, watermark_ms)
+
+    def late_event_for(self, inst_id: str, request_id, t: int, n: int, status: str,
+                       watermark_ms: int | None) -> CloudEvent | None:
+        if not self.mon.spec.late_events or not status.startswith("late:"):
+            return None
+        d = self.mon.spec.window.duration_ms
+        starts = [int(x) for x in status[5:].split(",") if x]
+        out = {"monitor": self.mon.name, "requestId": request_id, "eventTimeMs": t,
+               "watermarkMs": watermark_ms, "lateWindows": [{"startMs": x, "endMs": x + d} for x in starts],
+               "instances": n}
+        return ev.make_event(ev.LATE_INSTANCES, self.mon.name, inst_id + "/late", out,
+                             source=self.mon.source("aggregate"), time_ms=t)
+
+    def tick(self, now_ms: int) -> int:
+        """The PingSource tick: advance the watermark of an idle stream (see WindowStore.tick).
+
+        The store measures idleness from the last *applied* request. While the store is down
+        requests keep arriving but none is applied, so the first tick after it comes back would
+        see a long-idle stream and push the watermark past the windows the backlog belongs to,
+        making all of it late. So a stream is not idle, whatever the store says, while this
+        replica received an event within idleTimeout (or started less than idleTimeout ago: a
+        restarted replica cannot tell whether a backlog waits at the broker), nor while the
+        broker may still be redelivering requests whose apply failed here (the Trigger's retry
+        horizon, from spec.delivery, after the first failure; a successful apply ends it).
+        """
+        idle = self.mon.spec.window.idle_timeout_ms
+        if now_ms - self.last_received_ms < idle:
+            return 0
+        if self.failing_since_ms is not None and now_ms - self.failing_since_ms < self.redelivery_horizon_ms + idle:
+            return 0
+        return self.store.tick(now_ms, idle)[1]
+
+    def close_ready(self, now_ms: int, emit: Callable[[CloudEvent], None], limit: int = 64) -> int:
+        """Close sealed windows: claim (lease), compute, emit, then free. ``emit`` must raise
+        if the event could not be sent; the window is then released for a later retry.
+        Afterwards (whatever happened) the open / ready window gauges are refreshed."""
+        try:
+            return self._close_ready(now_ms, emit, limit)
+        finally:
+            self.observe_windows()
+
+    def observe_windows(self) -> None:
+        """Set the windows-open and windows-ready gauges (one pipelined round trip; skipped
+        quietly when the store is unreachable: the closer reports that failure itself)."""
+        prefix = self.store.prefix
+        try:
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.zcard(prefix + ":open")
+            pipe.zcard(prefix + ":ready")
+            n_open, n_ready = pipe.execute()
+        except Exception:
+            return
+        metrics.WINDOWS_OPEN.set(n_open)
+        metrics.WINDOWS_READY.set(n_ready)
+
+    def _close_ready(self, now_ms: int, emit: Callable[[CloudEvent], None], limit: int) -> int:
+        closed = 0
+        while True:
+            claims = self.store.claim(self.token, limit)
+            if not claims:
+                return closed
+            for claim in claims:
+                try:
+                    event = self.window_event(claim, now_ms)
+                    emit(event)
+                except BaseException:
+                    self.store.release(claim, self.token)
+                    raise
+                self.store.complete(claim, self.token)
+                closed += 1
+            if len(claims) < limit:
+                return closed
+
+    def window_event(self, claim, now_ms: int) -> CloudEvent:
+        stored = self.store.read(claim)
+        record = self.finalize(stored)
+        mon = self.mon
+        data = {
+            "monitor": mon.name,
+            "window": window_info(claim.start_ms, claim.end_ms),
+            "count": record["count"],
+            "late": claim.late,
+            "watermarkMs": claim.watermark_ms,
+            "closedAtMs": now_ms,
+            "features": record["features"],
+            "covariance": record.get("covariance"),
+            "correlation": record.get("correlation"),
+        }
+        return ev.make_event(ev.WINDOW_CLOSED, mon.name, ev.window_id(mon.name, claim.start_ms, claim.end_ms),
+                             data, source=mon.source("aggregate"), time_ms=claim.end_ms)
+
+    def finalize(self, stored: dict) -> dict:
+        """Statistics of a window from its stored rows (both groups)."""
+        mon = self.mon
+        out: dict[str, Any] = {"count": 0, "features": {}, "covariance": None, "correlation": None}
+        for group, layout in ((INPUTS, mon.inputs), (PREDICTIONS, mon.predictions)):
+            if not layout.features:
+                continue
+            num_bytes, cat_bytes = stored[group]
+            numeric, cat_rows = decode_rows(num_bytes, cat_bytes, len(layout.numeric))
+            if len(layout.numeric):
+                # A canonical row order makes float results independent of arrival order,
+                # and so of how many replicas there were and how events were spread.
+                numeric = numeric[np.lexsort(numeric.T[::-1])] if len(numeric) else numeric
+            categorical = [list(c) for c in zip(*cat_rows)] if cat_rows else [[] for _ in layout.categorical]
+            names = set(layout.names)
+            agg = WindowAggregate(layout.features, {n: e for n, e in mon.edges.items() if n in names},
+                                  {n: c for n, c in mon.known_categories.items() if n in names})
+            if len(numeric) or cat_rows:
+                agg.update_arrays(numeric if layout.numeric else np.empty((max(len(cat_rows), 0), 0)), categorical)
+            rec = agg.finalize(mon.spec.stats)
+            out["features"].update(rec["features"])
+            if group == INPUTS:
+                out["count"] = rec["count"]
+                out["covariance"] = rec.get("covariance")
+                out["correlation"] = rec.get("correlation")
+            else:
+                out["predictionCount"] = rec["count"]
+        return out
+
+
+_ISO_SECONDS = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
+
+
+def redelivery_horizon_ms(delivery: dict | None) -> int:
+    """How long the broker keeps redelivering a failed event: the sum of the backoff waits of
+    the monitor's Trigger delivery (spec.delivery over the rendered defaults: 5 retries,
+    exponential, PT0.2S), at most an hour.
+
+    >>> redelivery_horizon_ms(None), redelivery_horizon_ms({"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT1S"})
+    (12400, 6000)
+    """
+    d = {"retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S", **(delivery or {})}
+    m = _ISO_SECONDS.match(str(d.get("backoffDelay") or ""))
+    delay = (int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + float(m.group(3) or 0)) if m else 0.2
+    retry = int(d.get("retry") or 0)
+    waits = (delay * (n if d.get("backoffPolicy") == "linear" else 2 ** n) for n in range(1, min(retry, 64) + 1))
+    return int(min(sum(waits), 3600.0) * 1000)
+

@@ -1,0 +1,94 @@
+"""The drift handler: ``window.closed`` -> ``drift.measured`` (+ ``drift.detected`` under the alert policy).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from cloudevents.http import CloudEvent
+
+from modelmonitor.core import events as ev
+from modelmonitor.detect.drift import evaluate_alert, measure_drift
+from modelmonitor.handlers.monitor import (Monitor, Rejected, check_event_time, event_data)
+class AlertState:
+    """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write."""
+
+    def __init__(self, client, monitor: str):
+        self.client = client
+        self.key = "{mm:%s}:alert" % monitor
+
+    def update(self, fn: Callable[[dict | None], tuple[dict, Any]]) -> Any:
+        import redis
+        while True:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.key)
+                    raw = pipe.get(self.key)
+                    state = json.loads(raw) if raw else None
+                    new_state, result = fn(state)
+                    pipe.multi()
+                    pipe.set(self.key, json.dumps(new_state))
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+
+class MemoryAlertState:
+    """The same interface over a dict, for pure use (tests, no Redis)."""
+
+    def __init__(self):
+        self.state: dict | None = None
+
+    def update(self, fn):
+        self.state, result = fn(self.state)
+        return result
+
+
+def measure(mon: Monitor, event: CloudEvent, now_ms: int, alert_state) -> list[CloudEvent]:
+    """``drift.measured`` for a closed window, plus ``drift.detected`` when the alert policy fires."""
+    data = event_data(event, ev.WINDOW_CLOSED)
+    if not isinstance(data.get("window"), dict) or not isinstance(data.get("features"), dict):
+        raise Rejected("data must be a window.closed record with window and features")
+    window = data["window"]
+    for key in ("startMs", "endMs"):
+        v = window.get(key)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise Rejected(f"data.window.{key} must be an integer")
+        check_event_time(v, f"data.window.{key}")
+    if window["endMs"] <= window["startMs"]:
+        raise Rejected("data.window.endMs must be greater than data.window.startMs")
+    count = data.get("count", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise Rejected("data.count must be a non-negative integer")
+    if mon.baseline is None or not mon.spec.drift:
+        return []
+    try:
+        measured = measure_drift(data, mon.baseline, mon.spec.drift, mon.spec.features + mon.spec.predictions)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
+        raise Rejected(f"cannot measure drift: {exc}") from None
+    out = {
+        "monitor": mon.name,
+        "window": window,
+        "count": data.get("count", 0),
+        "closedAtMs": data.get("closedAtMs"),
+        "measuredAtMs": now_ms,
+        "features": measured,
+    }
+    wid = ev.window_id(mon.name, window["startMs"], window["endMs"])
+    emitted = [ev.make_event(ev.DRIFT_MEASURED, mon.name, wid + "/drift", out, source=mon.source("drift"),
+                             time_ms=window["endMs"])]
+    drifted = sorted(n for n, metrics in measured.items() if any(m["drifted"] for m in metrics.values()))
+
+    def step(state):
+        return evaluate_alert(state, window_end_ms=window["endMs"], window_count=int(data.get("count", 0)),
+                              drifted_features=drifted, policy=mon.spec.alerts,
+                              monitored_features=len(mon.spec.features) + len(mon.spec.predictions))
+
+    alert = alert_state.update(step)
+    if alert is not None:
+        detected = dict(out, severity=alert["severity"], reason=alert["reason"], driftedFeatures=drifted)
+        emitted.append(ev.make_event(ev.DRIFT_DETECTED, mon.name, wid + "/alert", detected,
+                                     source=mon.source("drift"), time_ms=window["endMs"]))
+    return emitted
+

@@ -1,0 +1,30 @@
+"""The outlier handler: ``inference.instances`` -> ``outlier.detected`` (or nothing).
+"""
+from __future__ import annotations
+
+
+from cloudevents.http import CloudEvent
+
+from modelmonitor.core import events as ev
+from modelmonitor.handlers.monitor import (Monitor, check_instances,
+    _split)
+def outliers(mon: Monitor, event: CloudEvent, now_ms: int) -> CloudEvent | None:
+    """One ``outlier.detected`` event listing every flagged value of the request, or None."""
+    if mon.outlier_detector is None:
+        return None
+    data, layout = check_instances(mon, event)
+    if data.get("kind", "request") != "request":
+        return None
+    numeric, categorical = _split(data["instances"], layout)
+    found = mon.outlier_detector.detect(numeric, categorical)
+    if not found:
+        return None
+    return outlier_event(mon, event["id"], data.get("requestId"), data["eventTimeMs"], found, now_ms)
+
+
+def outlier_event(mon: Monitor, inst_id: str, request_id, t: int, found: list, now_ms: int) -> CloudEvent:
+    out = {"monitor": mon.name, "requestId": request_id, "eventTimeMs": t, "detectedAtMs": now_ms,
+           "outliers": found}
+    return ev.make_event(ev.OUTLIER_DETECTED, mon.name, inst_id + "/outliers", out,
+                         source=mon.source("outlier"), time_ms=t)
+

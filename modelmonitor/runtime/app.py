@@ -1,0 +1,265 @@
+"""The functions' HTTP glue on the parliament runtime: ``main(context)`` for every role.
+
+The role comes from ``MODELMONITOR_ROLE`` (ingest, outlier, aggregate, drift); one image runs
+them all. Answers follow Knative's rules: a CloudEvent reply (HTTP 200) is re-published by the
+broker; ``("", 202)`` acknowledges; 400 with the reason for an event we cannot use (and a
+dead-letter event goes to the broker); 503 when Redis is unavailable, so the broker retries.
+Events beyond the single reply are POSTed to the broker ingress in ``K_SINK``.
+``GET /`` serves the Prometheus metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+import redis
+import requests
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+from modelmonitor.core import events as ev
+from modelmonitor.runtime import metrics
+from modelmonitor.handlers import (Aggregator, AlertState, Monitor, Rejected, dead_letter, ingest, measure, outliers,
+                        wall_clock_ms)
+from modelmonitor.local.redis_server import connect
+from state.group_commit import GroupCommitter
+
+log = logging.getLogger("modelmonitor")
+ROLES = ("ingest", "outlier", "aggregate", "drift")
+MAX_BODY_BYTES = int(os.environ.get("MODELMONITOR_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+
+
+class Sink:
+    """POSTs events to the broker ingress (binary mode). Raises when the broker refuses."""
+
+    def __init__(self, url: str | None):
+        self.url = url
+        self.session = requests.Session()
+        self.lock = threading.Lock()
+
+    def send(self, event: CloudEvent) -> None:
+        if not self.url:
+            raise RuntimeError("K_SINK is not set: cannot emit events beyond the reply")
+        headers, body = to_binary(event)
+        resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
+        if resp.status_code >= 300:
+            raise RuntimeError(f"broker answered {resp.status_code} to {event['type']}")
+        metrics.EVENTS_OUT.labels(role=ROLE or "?", type=event["type"]).inc()
+
+    def send_quietly(self, event: CloudEvent) -> None:
+        try:
+            self.send(event)
+        except Exception as exc:  # a dead letter that cannot be sent must not hide the 400
+            log.warning("could not emit %s: %s", event["type"], exc)
+
+
+class Handler:
+    role = ""
+
+    def __init__(self, mon: Monitor, sink: Sink):
+        self.mon = mon
+        self.sink = sink
+
+    def reject(self, reason: str, event: CloudEvent | None, raw: bytes | None = None):
+        metrics.EVENTS_IN.labels(role=self.role, outcome="rejected").inc()
+        self.sink.send_quietly(dead_letter(self.mon.name, self.role, reason, original=event, raw=raw,
+                                           namespace=self.mon.spec.namespace))
+        return json.dumps({"error": reason}), 400, {"Content-Type": "application/json"}
+
+
+class IngestHandler(Handler):
+    role = "ingest"
+
+    def handle(self, event: CloudEvent):
+        out = ingest(self.mon, event, wall_clock_ms())
+        if out is None:
+            metrics.EVENTS_IN.labels(role=self.role, outcome="ignored").inc()
+            return "", 202
+        metrics.EVENTS_IN.labels(role=self.role, outcome="ok").inc()
+        metrics.EVENTS_OUT.labels(role=self.role, type=out["type"]).inc()
+        return out
+
+
+class OutlierHandler(Handler):
+    role = "outlier"
+
+    def handle(self, event: CloudEvent):
+        now = wall_clock_ms()
+        out = outliers(self.mon, event, now)
+        metrics.EVENTS_IN.labels(role=self.role, outcome="ok").inc()
+        if out is None:
+            return "", 202
+        metrics.EVENTS_OUT.labels(role=self.role, type=out["type"]).inc()
+        metrics.OUTLIER_LATENCY.observe(max(0, now - event.data["eventTimeMs"]) / 1000)
+        return out
+
+
+class AggregateHandler(Handler):
+    role = "aggregate"
+
+    def __init__(self, mon: Monitor, sink: Sink, client):
+        super().__init__(mon, sink)
+        self.aggregator = Aggregator.for_client(mon, client)
+        try:
+            self.aggregator.store.state()      # connect now, not on the first event
+        except redis.exceptions.RedisError as exc:
+            log.warning("Redis not reachable yet: %s", exc)
+        self.committer = GroupCommitter(self._commit, on_batch=metrics.BATCH_SIZE.observe)
+        self.wake = threading.Event()
+        self.closer = threading.Thread(target=self._close_loop, name="closer", daemon=True)
+        self.closer.start()
+
+    def _commit(self, pending):
+        t0 = time.perf_counter()
+        result = self.aggregator.apply(pending, wall_clock_ms())
+        metrics.REDIS_LATENCY.observe(time.perf_counter() - t0)
+        if result.watermark_ms is not None:
+            metrics.WATERMARK_LAG.set(max(0, wall_clock_ms() - result.watermark_ms) / 1000)
+        if result.ready:
+            self.wake.set()
+        return [(s, result.watermark_ms) for s in result.statuses]
+
+    def _close_loop(self) -> None:
+        while True:
+            self.wake.wait(timeout=1.0)
+            self.wake.clear()
+            try:
+                self.aggregator.close_ready(wall_clock_ms(), self._emit_window)
+            except Exception as exc:
+                log.warning("closing windows failed (will retry): %s", exc)
+                time.sleep(0.2)
+
+    def _emit_window(self, event: CloudEvent) -> None:
+        self.sink.send(event)
+        d = event.data
+        metrics.WINDOWS_CLOSED.inc()
+        metrics.CLOSE_LATENCY.observe(max(0, d["closedAtMs"] - d["window"]["endMs"]
+                                          - self.mon.spec.window.watermark_delay_ms) / 1000)
+
+    def handle(self, event: CloudEvent):
+        if event["type"] == ev.PING:
+            self.aggregator.tick(wall_clock_ms())
+            self.wake.set()
+            metrics.EVENTS_IN.labels(role=self.role, outcome="tick").inc()
+            return "", 202
+        pending = self.aggregator.encode(event)
+        status, watermark = self.committer.submit(pending)
+        if status == "dup":
+            metrics.DEDUP_HITS.inc()
+            metrics.EVENTS_IN.labels(role=self.role, outcome="duplicate").inc()
+            return "", 202
+        metrics.EVENTS_IN.labels(role=self.role, outcome="ok").inc()
+        if status.startswith("late:"):
+            metrics.LATE_INSTANCES.inc(pending.instances * len(status[5:].split(",")))
+            late = self.aggregator.late_event(event, status, watermark)
+            if late is not None:
+                return late
+        return "", 202
+
+
+class _TrackedAlertState:
+    """The alert state of one request, remembering the transition it made, so that an alert
+    the broker refused can be undone: the redelivered window then raises it again (otherwise
+    the policy would see the window as already evaluated and the alert would be lost)."""
+
+    def __init__(self, inner: AlertState):
+        self.inner = inner
+        self.transition = None
+
+    def update(self, fn):
+        def step(state):
+            new_state, result = fn(state)
+            self.transition = (state, new_state)
+            return new_state, result
+        return self.inner.update(step)
+
+    def roll_back(self) -> None:
+        if self.transition is None:
+            return
+        before, after = self.transition
+        # Only if nobody moved the state on since (another replica, a later window).
+        self.inner.update(lambda state: (before, None) if state == after else (state, None))
+
+
+class DriftHandler(Handler):
+    role = "drift"
+
+    def __init__(self, mon: Monitor, sink: Sink, client):
+        super().__init__(mon, sink)
+        self.alerts = AlertState(client, mon.name)
+
+    def handle(self, event: CloudEvent):
+        now = wall_clock_ms()
+        alerts = _TrackedAlertState(self.alerts)
+        out = measure(self.mon, event, now, alerts)
+        metrics.EVENTS_IN.labels(role=self.role, outcome="ok").inc()
+        closed_at = event.data.get("closedAtMs") if isinstance(event.data, dict) else None
+        if closed_at:
+            metrics.DRIFT_LATENCY.observe(max(0, now - closed_at) / 1000)
+        try:
+            for extra in out[1:]:
+                self.sink.send(extra)
+        except Exception:
+            try:
+                alerts.roll_back()
+            except Exception as exc:  # the original failure is the one to report
+                log.warning("could not roll back the alert state: %s", exc)
+            raise  # HTTP 500: the broker redelivers the window
+        return out[0] if out else ("", 202)
+
+
+ROLE = os.environ.get("MODELMONITOR_ROLE", "")
+_handler: Handler | None = None
+_lock = threading.Lock()
+
+
+def _build() -> Handler:
+    role = os.environ.get("MODELMONITOR_ROLE", "")
+    if role not in ROLES:
+        raise RuntimeError(f"MODELMONITOR_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
+    mon = Monitor.from_env()
+    mon.warm_up()
+    sink = Sink(os.environ.get("K_SINK"))
+    if role == "ingest":
+        return IngestHandler(mon, sink)
+    if role == "outlier":
+        return OutlierHandler(mon, sink)
+    client = connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                     socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+    if role == "aggregate":
+        return AggregateHandler(mon, sink, client)
+    return DriftHandler(mon, sink, client)
+
+
+def handler() -> Handler:
+    global _handler
+    if _handler is None:
+        with _lock:
+            if _handler is None:
+                _handler = _build()
+    return _handler
+
+
+def main(context):
+    request = getattr(context, "request", None)
+    if request is not None and request.method == "GET":
+        body, content_type = metrics.exposition()
+        return body, 200, {"Content-Type": content_type}
+    h = handler()
+    if request is not None and (request.content_length or 0) > MAX_BODY_BYTES:
+        return h.reject(f"body of {request.content_length} bytes is over the {MAX_BODY_BYTES}-byte limit", None)
+    event = getattr(context, "cloud_event", None)
+    if event is None:
+        raw = request.get_data()[:4096] if request is not None else b""
+        return h.reject("not a CloudEvent (binary or structured mode)", None, raw=raw)
+    try:
+        return h.handle(event)
+    except Rejected as exc:
+        return h.reject(exc.reason, event)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+            redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, TimeoutError) as exc:
+        metrics.EVENTS_IN.labels(role=h.role, outcome="unavailable").inc()
+        return json.dumps({"error": f"state store unavailable: {exc}"}), 503, {"Content-Type": "application/json"}
