@@ -279,7 +279,10 @@ def test_unresolvable_ref_is_a_clear_error_at_start():
 
 
 def test_docstring_examples_hold():
-    for module in (broker_module, procs_module, serve_module):
+    from modelmonitor.core import backoff as backoff_module
+    from modelmonitor.local.broker import config, filters, targets
+    for module in (broker_module, config, filters, targets, backoff_module, procs_module,
+                   serve_module):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

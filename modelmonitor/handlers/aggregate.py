@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 import uuid
 from typing import Any, Callable, Sequence
@@ -13,6 +12,7 @@ import numpy as np
 from cloudevents.http import CloudEvent
 
 from modelmonitor.core import events as ev
+from modelmonitor.core.backoff import parse_duration, total_backoff
 from modelmonitor.runtime import metrics
 from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, decode_rows, encode_rows
 from modelmonitor.stats.aggregate import WindowAggregate
@@ -213,9 +213,6 @@ class Aggregator:
         return out
 
 
-_ISO_SECONDS = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
-
-
 def redelivery_horizon_ms(delivery: dict | None) -> int:
     """How long the broker keeps redelivering a failed event: the sum of the backoff waits of
     the monitor's Trigger delivery (spec.delivery over the rendered defaults: 5 retries,
@@ -225,9 +222,11 @@ def redelivery_horizon_ms(delivery: dict | None) -> int:
     (12400, 6000)
     """
     d = {"retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S", **(delivery or {})}
-    m = _ISO_SECONDS.match(str(d.get("backoffDelay") or ""))
-    delay = (int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + float(m.group(3) or 0)) if m else 0.2
-    retry = int(d.get("retry") or 0)
-    waits = (delay * (n if d.get("backoffPolicy") == "linear" else 2 ** n) for n in range(1, min(retry, 64) + 1))
-    return int(min(sum(waits), 3600.0) * 1000)
+    try:
+        delay = parse_duration(str(d.get("backoffDelay") or ""))
+    except ValueError:
+        delay = 0.2
+    waits = total_backoff(d.get("backoffPolicy") or "exponential", delay, min(int(d.get("retry") or 0), 64),
+                          maximum=3600.0)
+    return int(min(waits, 3600.0) * 1000)
 
