@@ -11,7 +11,8 @@ from modelmonitor.cluster import render
 from modelmonitor.cluster.convert import ConversionError, convert_file, convert_thesis
 from modelmonitor.core.spec import SpecError, parse_monitor
 from test_operator import crd_errors
-from test_render import ROOT, manifest_errors
+from schema_sources import manifest_errors
+from test_render import ROOT
 
 THESIS = ROOT / "examples" / "iris" / "thesis-monitor.yaml"
 

@@ -27,7 +27,8 @@ from modelmonitor.cluster import reconcile
 
 from modelmonitor.cluster import render
 from modelmonitor.core.spec import (DEFAULT_THRESHOLDS, DETECTORS, FEATURE_TYPES, SpecError, parse_monitor)
-from test_render import EXAMPLE, EXAMPLE_BASELINE, ROOT, example_doc, manifest_errors, strict
+from schema_sources import manifest_errors, strict
+from test_render import EXAMPLE, EXAMPLE_BASELINE, ROOT, example_doc
 
 CRD_PATH = ROOT / "operator" / "crd.yaml"
 

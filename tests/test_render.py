@@ -1,22 +1,16 @@
 """Rendered manifests (modelmonitor.cluster.render): shape, wiring rules, determinism, and validity
-against the upstream schemas in ../shared/schemas in strict mode (unknown fields rejected,
-as `kubectl --validate=strict` does). Also the generated files that must not rot: eventing/,
-operator/install.yaml, func.yaml, requirements.txt.
-
-The strict-validation helpers here (`manifest_errors`, `crd_schema`, `strict`) are imported by
-test_operator.py and test_convert.py.
+against the upstream schemas in strict mode (unknown fields rejected, as `kubectl
+--validate=strict` does; see schema_sources.py for where each schema comes from). Also the
+generated files that must not rot: eventing/, operator/install.yaml, func.yaml, requirements.txt.
 """
 from __future__ import annotations
 
 import copy
-import functools
 import importlib.metadata as md
 import json
-import os
 import re
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
@@ -24,125 +18,11 @@ from modelmonitor.core import events
 
 from modelmonitor.cluster import render
 from modelmonitor.core.spec import SpecError, load_monitor, parse_monitor
+from schema_sources import func_yaml_errors, manifest_errors
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS = Path(os.environ.get("MODELMONITOR_SCHEMAS", ROOT.parent / "shared" / "schemas"))
 EXAMPLE = ROOT / "examples" / "iris" / "monitor.yaml"
 EXAMPLE_BASELINE = ROOT / "examples" / "iris" / "baseline.json"
-K8S = SCHEMAS / "kubernetes" / "openapi-v3-1.35"
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KServe CRD is 2 MB
-
-
-# ---------------------------------------------------------------------------------------------
-# Strict validation helpers (shared)
-# ---------------------------------------------------------------------------------------------
-
-def strict(node, cr_root: bool = False):
-    """A copy of a schema where every object node with properties rejects unknown keys (unless
-    it preserves unknown fields); at a custom resource's root apiVersion/kind/metadata stay allowed.
-
-    >>> strict({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}})["additionalProperties"]
-    False
-    """
-    if isinstance(node, list):
-        return [strict(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
-            out[key] = {name: strict(sub) for name, sub in value.items()}
-        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
-            out[key] = strict(value)
-        elif key in ("anyOf", "allOf", "oneOf", "items") and isinstance(value, list):
-            out[key] = [strict(sub) for sub in value]
-        elif key == "components" and isinstance(value, dict):
-            out[key] = {"schemas": {n: strict(s) for n, s in value["schemas"].items()}}
-        else:
-            out[key] = value
-    if cr_root:
-        props = out.setdefault("properties", {})
-        props.setdefault("apiVersion", {"type": "string"})
-        props.setdefault("kind", {"type": "string"})
-        props.setdefault("metadata", {"type": "object"})
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _crd_docs(path: str) -> tuple:
-    with open(path, encoding="utf-8") as fh:
-        return tuple(d for d in yaml.load_all(fh, Loader=YAML_LOADER) if d)
-
-
-def crd_schema(path: Path | str, version: str) -> dict:
-    """openAPIV3Schema of one version of the CRD in a file."""
-    for doc in _crd_docs(str(path)):
-        if doc.get("kind") == "CustomResourceDefinition":
-            for v in doc["spec"]["versions"]:
-                if v["name"] == version:
-                    return v["schema"]["openAPIV3Schema"]
-    raise KeyError(f"{path}: no version {version}")
-
-
-@functools.lru_cache(maxsize=None)
-def _crd_validator(path: str, version: str) -> jsonschema.Draft4Validator:
-    return jsonschema.Draft4Validator(strict(crd_schema(path, version), cr_root=True))
-
-
-@functools.lru_cache(maxsize=None)
-def _k8s_components(file: str) -> dict:
-    with open(K8S / file, encoding="utf-8") as fh:
-        return json.load(fh)["components"]
-
-
-@functools.lru_cache(maxsize=None)
-def _k8s_validator(file: str, name: str) -> jsonschema.Draft4Validator:
-    components = strict({"components": {"schemas": _k8s_components(file)["schemas"]}})["components"]
-    return jsonschema.Draft4Validator({"$ref": f"#/components/schemas/{name}", "components": components})
-
-
-def _k8s_name(file: str, api_version: str, kind: str) -> str:
-    group, _, version = api_version.rpartition("/")
-    for name, schema in _k8s_components(file)["schemas"].items():
-        for gvk in schema.get("x-kubernetes-group-version-kind") or []:
-            if gvk.get("group", "") == group and gvk["version"] == version and gvk["kind"] == kind:
-                return name
-    raise KeyError(f"{file}: no schema for {api_version} {kind}")
-
-
-CRD_FILES = {
-    ("serving.knative.dev/v1", "Service"): ("knative-serving/service.yaml", "v1"),
-    ("eventing.knative.dev/v1", "Trigger"): ("knative-eventing/trigger.yaml", "v1"),
-    ("eventing.knative.dev/v1", "Broker"): ("knative-eventing/broker.yaml", "v1"),
-    ("sources.knative.dev/v1", "PingSource"): ("knative-eventing/pingsource.yaml", "v1"),
-    ("eventing.knative.dev/v1alpha1", "KafkaSink"): ("knative-eventing-kafka-broker/100-kafka-sink.yaml", "v1alpha1"),
-    ("serving.kserve.io/v1beta1", "InferenceService"): ("kserve/serving.kserve.io_inferenceservices.yaml", "v1beta1"),
-}
-K8S_FILES = {"v1": "api__v1_openapi.json", "apps/v1": "apis__apps__v1_openapi.json",
-             "rbac.authorization.k8s.io/v1": "apis__rbac.authorization.k8s.io__v1_openapi.json",
-             "apiextensions.k8s.io/v1": "apis__apiextensions.k8s.io__v1_openapi.json"}
-OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
-
-
-def manifest_errors(obj: dict) -> list[str]:
-    """Strict-schema errors of one manifest ([] when valid). Custom resources' metadata is
-    checked against ObjectMeta too (their CRDs only say `type: object`)."""
-    key = (obj.get("apiVersion"), obj.get("kind"))
-    if key in CRD_FILES:
-        file, version = CRD_FILES[key]
-        validator = _crd_validator(str(SCHEMAS / file), version)
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
-        meta_validator = _k8s_validator(K8S_FILES["v1"], OBJECT_META)
-        errors += [f"metadata{list(e.absolute_path)}: {e.message}"
-                   for e in meta_validator.iter_errors(obj.get("metadata", {}))]
-        return errors
-    file = K8S_FILES.get(obj.get("apiVersion"))
-    if file is None:
-        raise KeyError(f"no schema for {key}")
-    validator = _k8s_validator(file, _k8s_name(file, *key))
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,11 +531,9 @@ def test_rbac_is_least_privilege():
 
 
 def test_func_yaml_is_valid_knative_func():
-    with open(SCHEMAS / "knative-func" / "func_yaml-schema.json", encoding="utf-8") as fh:
-        validator = jsonschema.Draft4Validator(json.load(fh))
     text = (ROOT / "func.yaml").read_text(encoding="utf-8")
     func = yaml.safe_load(text)
-    assert [e.message for e in validator.iter_errors(func)] == []
+    assert func_yaml_errors(func) == []
     assert func["specVersion"] == "0.36.0" and func["runtime"] == "python" and func["build"]["builder"] == "pack"
     assert isinstance(func["created"], str)  # quoted: unquoted, YAML makes it a datetime
     envs = {e["name"]: e["value"] for e in func["run"]["envs"]}
@@ -665,7 +543,7 @@ def test_func_yaml_is_valid_knative_func():
     assert func["deploy"]["options"]["scale"]["min"] == 0
     # The check is real: the unquoted timestamp the schema README warns about fails.
     broken = yaml.safe_load(re.sub(r'created: "([^"]+)"', r"created: \1", text))
-    assert not isinstance(broken["created"], str) and list(validator.iter_errors(broken))
+    assert not isinstance(broken["created"], str) and func_yaml_errors(broken)
 
 
 def _norm(name: str) -> str:
