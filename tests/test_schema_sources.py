@@ -7,6 +7,7 @@ import hashlib
 import shutil
 
 import pytest
+import yaml
 
 import schema_sources
 from schema_sources import (CRD_FILES, UPSTREAM_DIR, UPSTREAM_SHA256, SchemaFileError, func_yaml_errors,
@@ -106,3 +107,12 @@ def test_func_yaml_schema():
     assert func_yaml_errors(good) == []
     assert any("created" in e for e in func_yaml_errors({"specVersion": "0.36.0"}))
     assert any("envz" in e for e in func_yaml_errors(dict(good, run={"envz": []})))
+
+
+def test_every_func_yaml_in_the_repository_is_valid():
+    """The root project and any per-role project under functions/ (kn func build reads each)."""
+    root = UPSTREAM_DIR.parent.parent
+    paths = [root / "func.yaml", *sorted(root.glob("functions/*/func.yaml"))]
+    for path in paths:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert func_yaml_errors(doc) == [], path
