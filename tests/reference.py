@@ -52,3 +52,16 @@ def reference_run(events, d: int, s: int, delay: int, flush: bool = True):
     if flush:
         seal(float("inf"))
     return closed
+
+
+def percentile_within_bound(value, values, q: float, rank_error: float = 0.01) -> bool:
+    """Whether ``value`` is a valid q-th percentile of ``values`` up to the window statistics'
+    documented rank error: NumPy's percentile (to float rounding) for windows small enough to be
+    exact (at most 400 values), else a value whose rank among ``values`` is within ``rank_error``."""
+    import numpy as np
+    x = np.sort(np.asarray(values, dtype=float))
+    if x.size <= 400:
+        return bool(np.isclose(value, np.percentile(x, q), rtol=1e-12, atol=1e-12))
+    below = np.searchsorted(x, value, side="left") / x.size
+    at_or_below = np.searchsorted(x, value, side="right") / x.size
+    return bool(x[0] <= value <= x[-1] and below - rank_error <= q / 100 <= at_or_below + rank_error)
