@@ -13,7 +13,7 @@ from modelmonitor.core import events as ev
 from modelmonitor.tools.cli import main as cli_main
 from modelmonitor.tools.replay import run_replay
 from modelmonitor.tools.streams import ThesisStream, logger_events, stage_names, write_jsonl
-from reference import reference_run
+from reference import percentile_within_bound, reference_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IRIS = os.path.join(ROOT, "examples", "iris")
@@ -81,7 +81,7 @@ def test_replay_windows_equal_reference(tmp_path, redis_url, duration, slide):
             if len(x) > 1:
                 assert f["stddev"] == pytest.approx(np.std(x[:, j], ddof=1), rel=1e-9)
             for q in (25, 50, 75):
-                assert f["percentiles"][str(q)] == pytest.approx(np.percentile(x[:, j], q), rel=1e-12)
+                assert percentile_within_bound(f["percentiles"][str(q)], x[:, j], q)
         if len(x) > 2:
             np.testing.assert_allclose(np.asarray(w["covariance"]["matrix"], dtype=float), np.cov(x.T), rtol=1e-9)
 
@@ -93,7 +93,29 @@ def test_replay_is_deterministic_and_windows_ids_unique(tmp_path, redis_url):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     run_replay(monitor, str(inp), str(a), redis_url=redis_url, progress=None, batch=50)
     run_replay(monitor, str(inp), str(b), progress=None, batch=50)   # its own private redis-server
-    assert a.read_bytes() == b.read_bytes()
+    # Byte-identical, except the percentiles of windows past the KLL sketch's exact range (more
+    # than 400 values): the sketch compacts with random bits, so those are checked against the raw
+    # values of the reference instead, within the documented rank error.
+    docs = [json.loads(line) for line in inp.read_text().splitlines()]
+    ref = {(r["start"], r["end"]): np.asarray(r["rows"], dtype=float) for r in reference_run(
+        [(d0["id"], ev.rfc3339_to_ms(d0["time"]), d0["data"]["instances"]) for d0 in docs], 15_000, 15_000, 6_000)}
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+    def exact_part(event):
+        if event["type"] != ev.WINDOW_CLOSED or event["data"]["count"] <= 400:
+            return event
+        event = json.loads(json.dumps(event))
+        x = ref[(event["data"]["window"]["startMs"], event["data"]["window"]["endMs"])]
+        for j, name in enumerate(names):
+            f = event["data"]["features"][name]
+            for q in (25, 50, 75):
+                assert percentile_within_bound(f["percentiles"].pop(str(q)), x[:, j], q)
+            f.pop("iqr")
+        return event
+
+    got_a, got_b = read_events(a), read_events(b)
+    assert any(e["type"] == ev.WINDOW_CLOSED and e["data"]["count"] > 400 for e in got_a)
+    assert [exact_part(e) for e in got_a] == [exact_part(e) for e in got_b]
     ids = [e["id"] for e in read_events(a) if e["type"] == ev.WINDOW_CLOSED]
     assert len(ids) == len(set(ids)) > 0
 
