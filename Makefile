@@ -6,22 +6,30 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test demo bench clean redis
 
-install: $(STAMP)
+# `redis` runs on every `make install`, so a redis-server removed after the venv was made comes back.
+install: $(STAMP) redis
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip<26" >/dev/null
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
-	@$(MAKE) -s redis
 	touch $(STAMP)
 
 # A redis-server binary is needed (tests and `modelmonitor run/replay` start private ones).
+# Installed from Debian packages only when that can work (root, apt-get); otherwise say how.
 redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing redis-server from Debian packages"; \
 	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || \
-	  { echo "could not install redis-server: install it and retry"; exit 1; }; }
+	  { echo "could not install redis-server: install it and retry"; exit 1; }; \
+	else \
+	  echo "redis-server (>= 6.2) is needed and not on the PATH. Install it, then retry:"; \
+	  echo "  Debian/Ubuntu: sudo apt-get install redis-server    (or: sudo make redis)"; \
+	  echo "  Fedora: sudo dnf install redis    macOS: brew install redis"; \
+	  exit 1; \
+	fi
 
 test: install
 	$(BIN)/python -m pytest -p no:cacheprovider tests

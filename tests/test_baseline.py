@@ -90,7 +90,7 @@ def test_constant_column_gets_a_unit_wide_range():
 def test_categorical_frequencies_match_counter():
     rng = np.random.default_rng(9)
     colours = rng.choice(["red", "green", "blue", "10", "2"], size=300).tolist()
-    doc = build_baseline({"colour": colours, "x": rng.normal(size=300)})
+    doc = build_baseline({"colour": colours, "x": rng.normal(size=300)}, categorical=["colour"])
     entry = doc["features"]["colour"]
     assert entry["type"] == "categorical" and entry["count"] == 300 and entry["missing"] == 0
     assert entry["frequencies"] == dict(collections.Counter(colours))
@@ -107,12 +107,24 @@ def test_declared_features_choose_order_and_types():
 
 
 def test_type_inference_from_strings():
-    table = {"num": ["1", " 2.5", "1e1", ""], "cat": ["1", "x", "2", "3"], "empty": ["", "", "", ""],
+    table = {"num": ["1", " 2.5", "1e1", ""], "cat": ["a", "x", "b", "c"], "empty": ["", "", "", ""],
              "flag": [True, False, True, True]}
     doc = build_baseline(table, bins=3)
     types = {name: entry["type"] for name, entry in doc["features"].items()}
     assert types == {"num": "numerical", "cat": "categorical", "empty": "categorical", "flag": "categorical"}
     assert doc["features"]["flag"]["frequencies"] == {"True": 3, "False": 1}
+
+
+def test_a_column_mixing_numbers_and_text_is_refused_unless_declared_categorical():
+    table = {"x": ["5.1", "4.9", "abc", "6.0"], "y": ["1", "2", "3", "4"]}
+    with pytest.raises(TableError, match=r"column 'x' mixes numbers \(3\) and text \(1, first 'abc' at index 2\)"):
+        build_baseline(table)
+    doc = build_baseline(table, categorical=["x"])
+    assert doc["features"]["x"]["type"] == "categorical"
+    assert doc["features"]["x"]["frequencies"] == {"5.1": 1, "4.9": 1, "abc": 1, "6.0": 1}
+    assert doc["features"]["y"]["type"] == "numerical"
+    with pytest.raises(TableError, match="'nope'"):
+        build_baseline(table, categorical=["nope"])
 
 
 def test_missing_values_are_counted_and_left_out():

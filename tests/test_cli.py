@@ -93,3 +93,70 @@ def test_render_and_convert(tmp_path):
     converted = tmp_path / "converted.yaml"
     converted.write_text(r.stdout)
     assert mm("validate", str(converted)).returncode == 0
+
+
+def test_baseline_without_monitor_says_what_it_inferred(tmp_path):
+    out = tmp_path / "b.json"
+    r = mm("baseline", "--input", os.path.join(IRIS, "train.csv"), "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    lines = {line.split(":")[0]: line for line in r.stdout.splitlines()}
+    for name, entry in doc["features"].items():
+        assert f"{name}: {entry['type']}, {entry['count']} values, {entry['missing']} missing" in lines[name]
+    assert lines["species"].startswith("species: categorical")
+
+
+def test_baseline_refuses_a_column_mixing_numbers_and_text_unless_told(tmp_path):
+    rows = open(os.path.join(IRIS, "train.csv")).read().splitlines()
+    header = rows[0].split(",")
+    column = header.index("sepal_width")
+    cells = rows[5].split(",")
+    cells[column] = "abc"
+    rows[5] = ",".join(cells)
+    src = tmp_path / "train.csv"
+    src.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "b.json"
+    r = mm("baseline", "--input", str(src), "--output", str(out))
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "'sepal_width' mixes numbers" in r.stderr and "'abc'" in r.stderr and "row 6" in r.stderr, r.stderr
+    assert not out.exists()
+    r = mm("baseline", "--input", str(src), "--output", str(out), "--categorical", "sepal_width")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["features"]["sepal_width"]["type"] == "categorical"
+    assert "sepal_width: categorical" in r.stdout
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from modelmonitor.tools.cli import build_parser
+    import argparse
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) >= {"validate", "baseline", "replay", "run", "render", "convert", "report", "demo", "bench"}
+    for name, sub in commands.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+            shown = action.default not in (None, False, []) and action.option_strings
+            if shown:
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.option_strings)
+        spellings = [o for a in sub._actions for o in a.option_strings]
+        assert "--out" not in spellings or "--output" in spellings, name   # one name, old one an alias
+    assert "--output" in commands["report"].format_help() and "--output" in commands["replay"].format_help()
+
+
+def test_version():
+    from importlib.metadata import version
+    r = mm("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"modelmonitor {version('modelmonitor')}"
+
+
+def test_report_accepts_both_spellings_of_output(tmp_path):
+    events = tmp_path / "e.jsonl"
+    events.write_text("\n")
+    for spelling in ("--out", "--output"):
+        r = mm("report", str(events), spelling, str(tmp_path / spelling.strip("-")), "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / spelling.strip("-") / "index.html").is_file()

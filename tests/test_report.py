@@ -21,11 +21,39 @@ BASE_MS = 1_795_341_600_000           # 2026-11-22T10:00:00.000Z, a multiple of 
 WINDOW_MS = 15_000
 EDGES = [4.0, 5.0, 6.0, 7.0, 8.0]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A live recording whose event time runs an hour behind the wall clock (as the demo's does): a
+# latency that mixed the two clocks would be about 3,600,000 ms.
+WALL_OFFSET_MS = 3_600_000
+WATERMARK_DELAY_MS = 6_000
 
 
-def event(type_: str, monitor: str, id_: str, data: dict, role: str) -> dict:
-    return json.loads(ev.to_json_line(ev.make_event(type_, monitor, id_, data,
-                                                    source=ev.source_for(monitor, role))))
+def event(type_: str, monitor: str, id_: str, data: dict, role: str, received: int | None = None) -> dict:
+    return json.loads(ev.to_json_line(ev.make_event(type_, monitor, id_, data, source=ev.source_for(monitor, role)),
+                                      received))
+
+
+def logger_request(request_id: str, event_time: int, received: int | None) -> dict:
+    doc = {"specversion": "1.0", "type": ev.KSERVE_REQUEST, "source": "http://localhost:9081/", "id": request_id,
+           "time": ev.ms_to_rfc3339(event_time), "inferenceservicename": "iris",
+           "datacontenttype": "application/json", "data": {"instances": [[5.0, 3.0, 1.5, 0.2]]}}
+    if received is not None:
+        doc[ev.RECEIVED_AT] = received
+    return doc
+
+
+def close_delays_by_brute_force(requests: list[tuple[int, int]], windows: list[tuple[int, int]]) -> list[int]:
+    """For each (endMs, closedAtMs): closedAtMs minus the arrival of the first request (in arrival
+    order) after which the largest event time seen reaches end + watermark delay."""
+    delays = []
+    for end, closed_at in windows:
+        largest = None
+        for arrival, event_time in sorted(requests):
+            largest = event_time if largest is None else max(largest, event_time)
+            if largest >= end + WATERMARK_DELAY_MS:
+                if arrival <= closed_at:
+                    delays.append(closed_at - arrival)
+                break
+    return delays
 
 
 def window_info(start: int) -> dict:
@@ -55,7 +83,7 @@ def synthetic_events() -> tuple[list[dict], dict]:
     rng = np.random.default_rng(7)
     docs: list[dict] = []
     expected = {"windows": 0, "instances": 0, "late": 0, "outliers": 0, "alerts": [], "flags": {},
-                "closeDelays": [], "driftDelays": [], "outlierDelays": []}
+                "closeWindows": [], "driftDelays": [], "outlierDelays": []}
     counts = [40, 55, 0, 60, 48, 52, 45, 50]          # window 2 is empty
     for k, count in enumerate(counts):
         start = BASE_MS + k * WINDOW_MS
@@ -63,7 +91,7 @@ def synthetic_events() -> tuple[list[dict], dict]:
         sepal = rng.normal(5.8 + shift, 0.6, count)
         petal = rng.normal(6.0, 0.5, count)
         late = k % 3
-        closed_at = start + WINDOW_MS + 6_000 + 20 * k
+        closed_at = start + WINDOW_MS + WATERMARK_DELAY_MS + 20 * k + WALL_OFFSET_MS     # wall clock
         species = {"a": count // 2, "b": count - count // 2} if count else {}
         window_data = {
             "monitor": "iris", "window": window_info(start), "count": count, "late": late,
@@ -77,7 +105,7 @@ def synthetic_events() -> tuple[list[dict], dict]:
         expected["windows"] += 1
         expected["instances"] += count
         expected["late"] += late
-        expected["closeDelays"].append(closed_at - (start + WINDOW_MS))
+        expected["closeWindows"].append((start + WINDOW_MS, closed_at))
         if count == 0:
             continue                                    # drift skips empty windows
         drifted = k >= 4
@@ -92,7 +120,8 @@ def synthetic_events() -> tuple[list[dict], dict]:
                                 "psi": {"value": 0.25 if k == 1 else 0.05, "threshold": 0.2, "drifted": k == 1}},
                 "species_hint": {"chiSquare": {"value": 0.01, "threshold": 0.05, "drifted": False}}}}
         wid = ev.window_id("iris", start, start + WINDOW_MS)
-        docs.append(event(ev.DRIFT_MEASURED, "iris", wid + "/drift", measured, "drift"))
+        docs.append(event(ev.DRIFT_MEASURED, "iris", wid + "/drift", measured, "drift",
+                          received=measured["measuredAtMs"] + 1))
         expected["driftDelays"].append(measured["measuredAtMs"] - closed_at)
         for feature, scores in measured["features"].items():
             flagged = any(s["drifted"] for s in scores.values())
@@ -114,9 +143,12 @@ def synthetic_events() -> tuple[list[dict], dict]:
         if n == 3:
             outliers.append({"instance": 1, "feature": "*", "value": None, "rule": "mahalanobis",
                              "score": 42.0, "threshold": 20.0})
-        data = {"monitor": "iris", "requestId": f"req-{n}", "eventTimeMs": t, "detectedAtMs": t + 3 + n,
+        arrival = t + WALL_OFFSET_MS + 7                   # the logger request reached the broker
+        docs.append(logger_request(f"req-{n}", t, arrival))
+        data = {"monitor": "iris", "requestId": f"req-{n}", "eventTimeMs": t, "detectedAtMs": arrival + 2 + n,
                 "outliers": outliers}
-        docs.append(event(ev.OUTLIER_DETECTED, "iris", f"iris/request/req-{n}/h/outliers", data, "outlier"))
+        docs.append(event(ev.OUTLIER_DETECTED, "iris", f"iris/request/req-{n}/h/outliers", data, "outlier",
+                          received=arrival + 3 + n))
         expected["outliers"] += len(outliers)
         expected["outlierDelays"].append(3 + n)
     docs.append(event(ev.LATE_INSTANCES, "iris", "iris/request/req-late/h/late",
@@ -135,6 +167,20 @@ def synthetic_events() -> tuple[list[dict], dict]:
                 "loggerType": ev.KSERVE_RESPONSE if kind == "response" else ev.KSERVE_REQUEST,
                 "loggerSource": "http://localhost:9081/"}
         docs.append(event(ev.INSTANCES, "iris", f"iris/{kind}/req-{n}/h", data, "ingest"))
+    # The live stream: one request a second over the windows, in arrival order, slightly out of
+    # event-time order, each with its logger event and its inference.instances event.
+    live: list[tuple[int, int]] = []
+    for i in range(0, len(counts) * 15 + 8):
+        t = BASE_MS + i * 1_000 + (500 if i % 4 == 1 else 0) - (700 if i % 5 == 2 else 0)
+        arrival = BASE_MS + WALL_OFFSET_MS + i * 1_000 + 3
+        docs.append(logger_request(f"live-{i}", t, arrival))
+        data = {"monitor": "iris", "requestId": f"live-{i}", "kind": "request", "eventTime": ev.ms_to_rfc3339(t),
+                "eventTimeMs": t, "features": ["sepal_length"], "instances": [[5.0]],
+                "loggerType": ev.KSERVE_REQUEST, "loggerSource": "http://localhost:9081/"}
+        docs.append(event(ev.INSTANCES, "iris", f"iris/request/live-{i}/h", data, "ingest", received=arrival + 2))
+        live.append((arrival, t))
+    expected["closeDelays"] = close_delays_by_brute_force(live, expected["closeWindows"])
+    expected["liveRequests"] = len(live) + 8
     # A second monitor whose feature name is not file-name safe.
     wine = {"windows": 0, "instances": 0}
     for k in range(2):
@@ -148,7 +194,8 @@ def synthetic_events() -> tuple[list[dict], dict]:
         wine["instances"] += 30
     expected["wine"] = wine
     for doc in docs:
-        validate_event(doc)                              # the fixture itself honours the contract
+        if doc["type"] != ev.KSERVE_REQUEST:
+            validate_event(doc)                          # the fixture itself honours the contract
     return docs, expected
 
 
@@ -176,7 +223,8 @@ def written(tmp_path_factory):
     directory = tmp_path_factory.mktemp("report")
     events_path = directory / "events.jsonl"
     events_path.write_text("\n".join(lines) + "\n")
-    result = report.write_report(events_path, directory / "out", title="Synthetic <run>")
+    result = report.write_report(events_path, directory / "out", title="Synthetic <run>",
+                                 watermark_delays={"iris": WATERMARK_DELAY_MS})
     return result, docs, expected
 
 
@@ -201,8 +249,7 @@ def test_expected_plots_are_written_as_real_pngs(written):
     assert names == sorted([
         "iris-windows.png", "iris-stats-sepal_length.png", "iris-stats-petal_width.png",
         "iris-drift-sepal_length.png", "iris-drift-petal_width.png", "iris-drift-species_hint.png",
-        "iris-outliers.png", "iris-latency.png", "wine-windows.png", "wine-stats-alcohol_vol.png",
-        "wine-latency.png"])
+        "iris-outliers.png", "iris-latency.png", "wine-windows.png", "wine-stats-alcohol_vol.png"])
     import matplotlib.image
     for path in result["images"]:
         assert path.parent == result["html"].parent
@@ -234,7 +281,8 @@ def test_summary_numbers_match_the_events(written):
     assert iris["driftAlerts"] == len(expected["alerts"]) == 2
     assert iris["driftFlags"] == expected["flags"] == {"petal_width": 1, "sepal_length": 4, "species_hint": 0}
     assert (iris["lateEvents"], iris["lateInstances"], iris["rejected"]) == (1, 3, 1)
-    assert (iris["requests"], iris["responses"]) == (3, 1)
+    assert (iris["requests"], iris["responses"]) == (3 + expected["liveRequests"] - 8, 1)
+    assert result["summary"]["input"] == {"loggerRequests": expected["liveRequests"] + 1, "loggerResponses": 0}
     assert iris["outliersByRule"] == {"mahalanobis": 1, "range": 4, "zscore": 8}
     for key, value in [("windows", expected["windows"]), ("instances", expected["instances"]),
                        ("late", expected["late"]), ("outliers", expected["outliers"]),
@@ -278,14 +326,15 @@ def test_latency_percentiles_match_numpy(written):
 def test_junk_is_skipped_and_counted(written):
     result, docs, _ = written
     summary = result["summary"]
-    assert summary["skipped"] == {"malformed": 3, "unknownType": 2, "invalid": 1, "duplicates": 1}
-    assert summary["unknownTypes"] == {ev.KSERVE_REQUEST: 1, "dev.knative.sources.ping": 1}
+    assert summary["skipped"] == {"malformed": 3, "unknownType": 1, "invalid": 1, "duplicates": 1}
+    assert summary["unknownTypes"] == {"dev.knative.sources.ping": 1}     # logger requests are input
     assert summary["invalidTypes"] == {ev.WINDOW_CLOSED: 1}
     assert "data.count" in summary["invalidExamples"][0]
-    assert summary["events"] == {"read": len(docs) + 7, "used": len(docs)}
+    assert summary["events"]["read"] == len(docs) + 7
+    assert summary["events"]["used"] == len(docs) + 1
     page = result["html"].read_text()
     assert cell(page, "skipped.malformed") == "3"
-    assert cell(page, "skipped.unknownType") == "2"
+    assert cell(page, "skipped.unknownType") == "1"
     assert cell(page, "skipped.invalid") == "1"
     assert cell(page, "skipped.duplicates") == "1"
 
@@ -297,8 +346,9 @@ def test_summary_json_is_the_returned_summary(written):
 
 def test_summarise_equals_the_report_summary_and_does_not_depend_on_order(written):
     result, docs, _ = written
-    forwards = report.summarise(docs)
-    backwards = report.summarise(list(reversed(docs)))
+    delays = {"iris": WATERMARK_DELAY_MS}
+    forwards = report.summarise(docs, watermark_delays=delays)
+    backwards = report.summarise(list(reversed(docs)), watermark_delays=delays)
     assert forwards["monitors"] == backwards["monitors"] == result["summary"]["monitors"]
 
 
@@ -359,4 +409,86 @@ def test_an_empty_file_gives_a_page_without_images(tmp_path):
     result = report.write_report(path, tmp_path / "out")
     assert result["images"] == []
     assert "nothing to plot" in result["html"].read_text()
-    assert result["summary"]["events"] == {"read": 0, "used": 0}
+    assert result["summary"]["events"] == {"read": 0, "used": 0, "recordedLive": 0}
+
+
+def test_every_latency_says_its_clock_and_none_mixes_clocks(written):
+    result, _, expected = written
+    page = result["html"].read_text()
+    latency = result["summary"]["monitors"]["iris"]["latencyMs"]
+    assert set(latency) == {"outlier", "windowClose", "drift"}
+    table = page.split('<table class="latency">')[1].split("</table>")[0]
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == 3
+    for row in rows:
+        clock = re.search(r'data-clock="[^"]+">([^<]*)<', row).group(1)
+        assert clock.startswith("wall clock: "), row
+    for stats in latency.values():
+        assert stats["clock"].startswith("wall clock: ")
+        assert stats["max"] < 1_000                     # an hour's offset between the clocks never leaks in
+    assert "Latency (ms, wall clock)" in page
+    assert result["summary"]["monitors"]["wine"]["latencyMs"] == {}
+
+
+def test_a_replay_output_shows_no_latencies(tmp_path):
+    """A replay's events carry no broker arrival time: its clock is event time, so no latency."""
+    docs, _ = synthetic_events()
+    replayed = [{k: v for k, v in doc.items() if k != ev.RECEIVED_AT} for doc in docs
+                if doc["type"] != ev.KSERVE_REQUEST]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in replayed))
+    result = report.write_report(path, tmp_path / "out", watermark_delays={"iris": WATERMARK_DELAY_MS})
+    for monitor in result["summary"]["monitors"].values():
+        assert monitor["latencyMs"] == {}
+    assert not list((tmp_path / "out").glob("*latency*.png"))
+    page = result["html"].read_text()
+    assert '<table class="latency">' not in page
+    assert html.escape("none of these events carries the broker's arrival time") in page
+
+
+def test_window_close_latency_needs_the_watermark_delay(tmp_path):
+    docs, _ = synthetic_events()
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    summary = report.write_report(path, tmp_path / "out")["summary"]["monitors"]["iris"]
+    assert set(summary["latencyMs"]) == {"outlier", "drift"}
+    assert any("--monitor" in note for note in summary["latencyNotes"])
+
+
+def test_no_empty_late_panel(written):
+    result, _, _ = written
+    by_name = {p.name: p for p in result["images"]}
+    assert result["summary"]["monitors"]["wine"]["late"] == 0
+    assert png_size(by_name["wine-windows.png"])[1] < png_size(by_name["iris-windows.png"])[1]   # one panel
+
+
+def test_outlier_counts_explained(written):
+    result, _, _ = written
+    page = result["html"].read_text()
+    iris = result["summary"]["monitors"]["iris"]
+    assert (iris["outlierEvents"], iris["outlierInstances"], iris["outliers"]) == (8, 9, 13)
+    assert "Outlier rule hits" in page and "Requests with outliers" in page
+    assert "several rule hits" in page
+
+
+def test_alerts_are_grouped_and_long_lists_fold(tmp_path):
+    from modelmonitor.tools.report.page import ALERT_GROUPS_SHOWN, group_alerts
+    alerts = []
+    for k in range(3 * ALERT_GROUPS_SHOWN):
+        # runs of two alerts with the same features, alternating features between runs
+        feature = "a" if (k // 2) % 2 else "b"
+        alerts.append({"window": {"start": f"s{k}", "end": f"e{k}"}, "severity": "warning",
+                       "reason": f"r{k}", "driftedFeatures": [feature]})
+    groups = group_alerts(alerts)
+    assert len(groups) == len(alerts) // 2
+    assert all(g["count"] == 2 for g in groups)
+    assert (groups[0]["first"], groups[0]["last"]) == ("s0", "e1")
+    from modelmonitor.tools.report.page import render_page
+    summary = report.summarise([])
+    summary["monitors"]["m"] = dict(report.summarise([])["totals"], alerts=alerts, driftAlerts=len(alerts),
+                                    firstWindowStart=None, driftFlags={}, driftFlagsByMetric={},
+                                    latencyMs={}, latencyNotes=[])
+    page = render_page(summary, {}, "t", "f")
+    shown = page.split('<table class="alerts">')[1].split("</table>")[0]
+    assert shown.count("<tr>") == 1 + ALERT_GROUPS_SHOWN
+    assert f"{len(groups) - ALERT_GROUPS_SHOWN} more runs of alerts" in page

@@ -216,19 +216,78 @@ def _cell_number(cell: Any) -> Any:
     return _MISSING if value != value else value
 
 
-def _is_numeric_column(column: Sequence[Any]) -> bool:
-    """Type inference: numerical iff every non-empty cell is a number (booleans are categories)."""
+def _cell_kinds(column: Sequence[Any]) -> tuple[int, int, int | None]:
+    """(numbers, non-numbers, index of the first non-number) of a column; booleans count as text."""
     if isinstance(column, np.ndarray) and column.dtype.kind in "iuf":
-        return bool(column.size) and not np.isnan(column.astype(np.float64)).all()
-    found = False
-    for cell in column:
-        if isinstance(cell, (bool, np.bool_)):
-            return False
-        value = _cell_number(cell)
+        numbers = int(np.count_nonzero(~np.isnan(column.astype(np.float64))))
+        return numbers, 0, None
+    numbers = texts = 0
+    first_text = None
+    for i, cell in enumerate(column):
+        value = None if isinstance(cell, (bool, np.bool_)) else _cell_number(cell)
         if value is None:
-            return False
-        found = found or value is not _MISSING
-    return found
+            texts += 1
+            if first_text is None:
+                first_text = i
+        elif value is not _MISSING:
+            numbers += 1
+    return numbers, texts, first_text
+
+
+def infer_features(columns: Mapping[str, Sequence[Any]], categorical: Sequence[str] | None = None,
+                   source: str = "table", label: RowLabel = lambda i: f"index {i}") -> tuple[Feature, ...]:
+    """Feature types of every column when no monitor declares them.
+
+    A column whose non-empty cells are all numbers is numerical; one with no numbers is
+    categorical; one mixing numbers and text is refused (one stray cell such as ``abc`` must not
+    turn a numerical feature into a categorical one silently) unless it is listed in
+    ``categorical``, which forces those columns to categorical.
+
+    >>> [(f.name, f.type) for f in infer_features({"x": ["1", "2.5", ""], "c": ["a", "b", "a"]})]
+    [('x', 'numerical'), ('c', 'categorical')]
+    >>> infer_features({"x": ["1", "abc", "3"]})
+    Traceback (most recent call last):
+    ...
+    modelmonitor.core.baseline.TableError: table column 'x' mixes numbers (2) and text (1, first 'abc' at index 1): fix the data, or pass it as categorical (--categorical x)
+    """
+    forced = list(categorical or ())
+    for name in forced:
+        if name not in columns:
+            raise TableError(f"categorical column {name!r} not in {source} (columns: {_columns_listing(list(columns))})")
+    features = []
+    for i, name in enumerate(columns):
+        if name in forced:
+            features.append(Feature(name, CATEGORICAL, i))
+            continue
+        numbers, texts, first_text = _cell_kinds(columns[name])
+        if numbers and texts:
+            cell = columns[name][first_text]
+            shown = repr(cell) if len(repr(cell)) <= 40 else repr(cell)[:37] + "..."
+            raise TableError(f"{source} column {name!r} mixes numbers ({numbers}) and text ({texts}, first "
+                             f"{shown} at {label(first_text)}): fix the data, or pass it as categorical "
+                             f"(--categorical {name})")
+        features.append(Feature(name, NUMERICAL if numbers else CATEGORICAL, i))
+    return tuple(features)
+
+
+def describe_inference(doc: Mapping[str, Any]) -> list[str]:
+    """One line per feature of a baseline built without a monitor: the type inferred and its counts.
+
+    >>> describe_inference({"rows": 3, "features": {"x": {"type": "numerical", "count": 2, "missing": 1,
+    ...     "min": 1.0, "max": 2.5}, "c": {"type": "categorical", "count": 3, "missing": 0,
+    ...     "frequencies": {"a": 2, "b": 1}}}})
+    ['x: numerical, 2 values, 1 missing, range 1 .. 2.5', 'c: categorical, 3 values, 0 missing, 2 categories (a, b)']
+    """
+    lines = []
+    for name, entry in doc["features"].items():
+        head = f"{name}: {entry['type']}, {entry.get('count', '?')} values, {entry.get('missing', 0)} missing"
+        if entry["type"] == NUMERICAL:
+            lines.append(f"{head}, range {entry['min']:g} .. {entry['max']:g}")
+        else:
+            categories = list(entry.get("frequencies", {}))
+            shown = ", ".join(categories[:5]) + (", ..." if len(categories) > 5 else "")
+            lines.append(f"{head}, {len(categories)} categories ({shown})")
+    return lines
 
 
 def _numeric_values(column: Sequence[Any], name: str, source: str, label: RowLabel) -> tuple[np.ndarray, np.ndarray]:
@@ -298,14 +357,13 @@ def _check_bins(bins: Any) -> int:
 
 
 def _build(columns: Mapping[str, Sequence[Any]], features: Sequence[Feature] | None, bins: int,
-           source: str, label: RowLabel) -> dict:
+           source: str, label: RowLabel, categorical: Sequence[str] | None = None) -> dict:
     bins = _check_bins(bins)
     names = list(columns)
     if not names:
         raise TableError(f"{source} has no columns")
     if features is None:
-        features = tuple(Feature(name, NUMERICAL if _is_numeric_column(columns[name]) else CATEGORICAL, i)
-                         for i, name in enumerate(names))
+        features = infer_features(columns, categorical, source, label)
     else:
         for feature in features:
             if feature.name not in columns:
@@ -355,12 +413,13 @@ def _build(columns: Mapping[str, Sequence[Any]], features: Sequence[Feature] | N
 
 
 def build_baseline(table: Mapping[str, Sequence[Any]] | str | os.PathLike,
-                   features: Sequence[Feature] | None = None, bins: int = DEFAULT_BINS) -> dict:
+                   features: Sequence[Feature] | None = None, bins: int = DEFAULT_BINS, *,
+                   categorical: Sequence[str] | None = None) -> dict:
     """A baseline document from training data: a mapping of columns, or a CSV / Parquet path.
 
     ``features`` (:class:`modelmonitor.core.spec.Feature`) choose the columns, their order and types;
-    without them every column is used and a column is numerical when every non-empty cell is a
-    number. ``bins`` equal-width bins span each numerical feature's training range.
+    without them every column is used, typed by :func:`infer_features` (``categorical`` names the
+    columns forced to categorical). ``bins`` equal-width bins span each numerical feature's training range.
 
     >>> import numpy as np
     >>> from modelmonitor.core.spec import Feature
@@ -374,21 +433,22 @@ def build_baseline(table: Mapping[str, Sequence[Any]] | str | os.PathLike,
     if isinstance(table, (str, os.PathLike)):
         names = None if features is None else [f.name for f in features]
         columns, label, path = _read(table, names)
-        return _build(columns, features, bins, path, label)
+        return _build(columns, features, bins, path, label, categorical)
     if isinstance(table, Mapping):
-        return _build(table, features, bins, "table", lambda i: f"index {i}")
+        return _build(table, features, bins, "table", lambda i: f"index {i}", categorical)
     raise TypeError(f"table must be a mapping of columns or a path, got {type(table).__name__}")
 
 
 def build_baseline_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
                         bins: int = DEFAULT_BINS, feature_names: Sequence[str] | None = None,
-                        monitor: Any = None) -> dict:
+                        monitor: Any = None, categorical: Sequence[str] | None = None) -> dict:
     """Build a baseline from a CSV/Parquet file, write it as JSON and return it (``modelmonitor baseline``).
 
     ``monitor`` (a :class:`modelmonitor.core.spec.MonitorSpec`) gives the feature names and types: its
     features must all be columns of the file, its predictions are included when the file has a
     column of that name. ``feature_names`` restricts and orders the columns (types from the monitor
-    when given, else inferred).
+    when given, else inferred by :func:`infer_features`, ``categorical`` naming the columns
+    forced to categorical).
     """
     source = os.path.basename(os.fspath(input_path))
     if monitor is not None:
@@ -406,7 +466,7 @@ def build_baseline_file(input_path: str | os.PathLike, output_path: str | os.Pat
         doc = _build(columns, features, bins, path, label)
     else:
         columns, label, path = _read(input_path, list(feature_names) if feature_names is not None else None)
-        doc = _build(columns, None, bins, path, label)
+        doc = _build(columns, None, bins, path, label, categorical)
     doc["source"] = source
     write_baseline(doc, output_path)
     return doc

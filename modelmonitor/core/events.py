@@ -135,9 +135,18 @@ def make_event(type_: str, monitor: str, id_: str, data: Any, *, source: str | N
     return CloudEvent(attrs, data)
 
 
-def to_json_line(event: CloudEvent) -> str:
-    """Structured-mode JSON of an event on one line (what replay and the demo write)."""
+RECEIVED_AT = "brokerreceivedms"
+"""Extension attribute ``modelmonitor run --events-out`` adds to each recorded event: the wall
+clock (Unix ms) at which the local broker accepted it. Only events carrying it give wall-clock
+latencies in ``modelmonitor report``; a replay's output has none (its clock is event time)."""
+
+
+def to_json_line(event: CloudEvent, received_ms: int | None = None) -> str:
+    """Structured-mode JSON of an event on one line (what replay and the demo write); with
+    ``received_ms``, the :data:`RECEIVED_AT` attribute records when a broker accepted it."""
     doc = {k: v for k, v in event.get_attributes().items()}
+    if received_ms is not None:
+        doc[RECEIVED_AT] = int(received_ms)
     doc["data"] = event.data
     return json.dumps(doc, separators=(",", ":"), sort_keys=False, allow_nan=False)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -58,6 +59,7 @@ class LocalRun:
         self.events_out = events_out
         self.tick_seconds = tick_seconds
         self.user_on_event = on_event
+        self._own_log_dir = log_dir is None       # a temporary folder of ours: removed by stop()
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="modelmonitor-run-")
         self.threads = threads
         self.redis_server: RedisServer | None = None
@@ -83,7 +85,8 @@ class LocalRun:
 
     def _on_event(self, event: CloudEvent) -> None:
         if self._events_file is not None:
-            line = ev.to_json_line(event) if not isinstance(event.data, bytes) else None
+            received_ms = int(time.time() * 1000)   # wall clock: what the report's latencies use
+            line = ev.to_json_line(event, received_ms) if not isinstance(event.data, bytes) else None
             if line is not None:
                 with self._events_lock:
                     self._events_file.write(line + "\n")
@@ -177,6 +180,8 @@ class LocalRun:
         if self._events_file is not None:
             self._events_file.close()
             self._events_file = None
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRun":
         return self.start()

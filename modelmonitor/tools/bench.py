@@ -1,5 +1,5 @@
-"""`modelmonitor bench`: throughput and latency against the thesis and the targets of DESIGN
-section 7, measured on this machine. Not a test: numbers are printed and recorded
+"""`modelmonitor bench`: throughput and latency against the thesis and the project's targets
+(docs/semantics.md), measured on this machine. Not a test: numbers are printed and recorded
 (docs/benchmarks.md), never asserted.
 """
 from __future__ import annotations
@@ -320,7 +320,7 @@ def markdown(r: dict) -> str:
          f"{r['windowMemory']['instancesPerWindow']:,} instances × 4 features "
          f"({r['windowMemory']['bytesPerInstance']} B/instance)", "flat memory", "state never freed"),
     ]
-    out = ["| measure | this machine | target (DESIGN §7) | thesis |", "|---|---|---|---|"]
+    out = ["| measure | this machine | target | thesis |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     cpu = ", ".join(f"{k} {v}" for k, v in hs["cpuMicrosecondsPerEvent"].items())
     out.append("")

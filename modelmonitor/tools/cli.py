@@ -6,6 +6,9 @@ import json
 import os
 import sys
 
+from modelmonitor.tools.preflight import (UsageError, check_input_file, check_port_free, check_redis_binary,
+                                          check_redis_url, check_trigger_files, load_monitor_and_baseline)
+
 
 def _die(message: str, code: int = 2) -> None:
     print(f"modelmonitor: {message}", file=sys.stderr)
@@ -34,33 +37,46 @@ def cmd_validate(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from modelmonitor.core.baseline import build_baseline_file
+    from modelmonitor.core.baseline import build_baseline_file, describe_inference
     monitor = None
+    check_input_file(args.input, "--input")
     if args.monitor:
         from modelmonitor.core.spec import SpecError, load_monitor
+        check_input_file(args.monitor, "--monitor")
         try:
             monitor = load_monitor(args.monitor)
         except SpecError as exc:
-            _die(f"{args.monitor}: {exc}")
+            raise UsageError(f"{args.monitor}: {exc}") from None
     features = args.features.split(",") if args.features else None
+    categorical = [c for c in args.categorical.split(",") if c] if args.categorical else None
+    if categorical and monitor is not None:
+        raise UsageError("--categorical: the types come from --monitor; give one or the other")
     try:
-        doc = build_baseline_file(args.input, args.output, bins=args.bins, feature_names=features, monitor=monitor)
+        doc = build_baseline_file(args.input, args.output, bins=args.bins, feature_names=features, monitor=monitor,
+                                  categorical=categorical)
     except (OSError, ValueError) as exc:
-        _die(str(exc), 1)
+        raise UsageError(" ".join(str(exc).split())) from None
+    if monitor is None:
+        for line in describe_inference(doc):
+            print(line)
     print(f"wrote {args.output}: {len(doc['features'])} features from {doc.get('rows', '?')} rows, {args.bins} bins")
     return 0
 
 
 def cmd_replay(args) -> int:
     from modelmonitor.tools.replay import run_replay
-    from modelmonitor.core.spec import SpecError
+    check_input_file(args.input, "--input")
+    load_monitor_and_baseline(args.monitor, args.baseline)
+    if args.redis:
+        check_redis_url(args.redis)
+    else:
+        check_redis_binary()
+    baseline = args.baseline
     try:
-        stats = run_replay(args.monitor, args.input, args.output, baseline_path=args.baseline,
+        stats = run_replay(args.monitor, args.input, args.output, baseline_path=baseline,
                            redis_url=args.redis, progress=None if args.quiet else sys.stderr, batch=args.batch)
-    except SpecError as exc:
-        _die(f"{args.monitor}: {exc}", 1)
     except OSError as exc:
-        _die(str(exc), 1)
+        raise UsageError(str(exc)) from None
     summary = stats.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -75,6 +91,7 @@ def cmd_replay(args) -> int:
 def cmd_render(args) -> int:
     from modelmonitor.cluster.render import render_monitor_file
     from modelmonitor.core.spec import SpecError
+    check_input_file(args.monitor, "monitor")
     try:
         sys.stdout.write(render_monitor_file(args.monitor, image=args.image))
     except SpecError as exc:
@@ -86,6 +103,7 @@ def cmd_render(args) -> int:
 
 def cmd_convert(args) -> int:
     from modelmonitor.cluster.convert import convert_file
+    check_input_file(args.monitor, "monitor")
     try:
         sys.stdout.write(convert_file(args.monitor))
     except (OSError, ValueError) as exc:
@@ -94,105 +112,191 @@ def cmd_convert(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from modelmonitor.tools.report import write_report
-    paths = write_report(args.events, args.out, title=args.title)
-    print(f"wrote {paths.get('html', args.out)}")
-    return 0
+    from modelmonitor.tools.report import run_report_command
+    check_input_file(args.events, "events file")
+    if args.monitor:
+        load_monitor_and_baseline(args.monitor, args.baseline)
+    elif args.baseline:
+        check_input_file(args.baseline, "--baseline")
+    try:
+        return run_report_command(args.events, args.out, title=args.title, quiet=args.quiet,
+                                  monitor=args.monitor, baseline=args.baseline)
+    except (OSError, ValueError) as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
 
 
 def cmd_run(args) -> int:
-    from modelmonitor.local.runner import run_from_args
+    from modelmonitor.local.runner import parse_replicas, run_from_args
+    load_monitor_and_baseline(args.monitor, args.baseline)
+    check_trigger_files(args.subscribe)
+    try:
+        parse_replicas(args.replicas)
+    except SystemExit as exc:
+        raise UsageError(str(exc.code).removeprefix("modelmonitor run: ")) from None
+    if args.redis:
+        check_redis_url(args.redis)
+    else:
+        check_redis_binary()
+    check_port_free(args.host, args.port)
+    if args.metrics_port:
+        check_port_free(args.host, args.metrics_port, "--metrics-port")
     return run_from_args(args)
 
 
 def cmd_demo(args) -> int:
     from modelmonitor.tools.demo import run_demo
+    check_redis_binary()
     return run_demo(args)
 
 
 def cmd_bench(args) -> int:
     from modelmonitor.tools.bench import run_bench
+    check_redis_binary()
     return run_bench(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelmonitor", description="Streaming monitoring for KServe models")
-    sub = p.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (when it has one) after its help text."""
 
-    s = sub.add_parser("validate", help="check a ModelMonitor file")
-    s.add_argument("monitor")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default == [] or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("modelmonitor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelmonitor", formatter_class=_HelpFormatter,
+                                description="Streaming monitoring for KServe models: outliers, window "
+                                            "statistics and drift as CloudEvents.")
+    p.add_argument("--version", action="version", version=f"modelmonitor {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+
+    def output_option(parser, help_text: str, **kwargs) -> None:
+        # --output everywhere; --out, the spelling some commands had, stays an alias.
+        parser.add_argument("--output", "--out", dest=kwargs.pop("dest", "output"), metavar="PATH",
+                            help=help_text, **kwargs)
+
+    s = command("validate", "check a ModelMonitor file (and its baseline file)")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
     s.set_defaults(func=cmd_validate)
 
-    s = sub.add_parser("baseline", help="build a baseline from training data (CSV or Parquet)")
-    s.add_argument("--input", required=True)
-    s.add_argument("--output", required=True)
-    s.add_argument("--bins", type=int, default=20)
-    s.add_argument("--features", help="comma-separated columns (default: all, or the monitor's)")
-    s.add_argument("--monitor", help="take feature names and types from this ModelMonitor")
+    s = command("baseline", "build a baseline from training data (CSV or Parquet)")
+    s.add_argument("--input", required=True, metavar="FILE", help="training data: .csv (header row) or .parquet")
+    output_option(s, "baseline JSON file to write", required=True)
+    s.add_argument("--bins", type=int, default=20, help="equal-width histogram bins per numerical feature")
+    s.add_argument("--features", metavar="A,B,...",
+                   help="comma-separated columns to use (default: the monitor's features, else every column)")
+    s.add_argument("--monitor", metavar="MONITOR.yaml",
+                   help="take feature names and types from this ModelMonitor (default: infer them per column)")
+    s.add_argument("--categorical", metavar="A,B,...",
+                   help="without --monitor: treat these columns as categorical, even if they hold numbers "
+                        "(a column mixing numbers and text is refused unless listed here)")
     s.set_defaults(func=cmd_baseline)
 
-    s = sub.add_parser("replay", help="backtest recorded logger events (JSON lines)")
-    s.add_argument("monitor")
-    s.add_argument("--input", required=True)
-    s.add_argument("--output", required=True)
-    s.add_argument("--baseline")
-    s.add_argument("--redis", help="Redis URL (default: a private redis-server)")
-    s.add_argument("--batch", type=int, default=2000, help="instances events per Redis script call")
+    s = command("replay", "backtest recorded logger events (JSON lines) through the pipeline")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--input", required=True, metavar="FILE",
+                   help="recorded logger events, one structured-mode CloudEvent JSON per line")
+    output_option(s, "where to write every emitted event (JSON lines)", required=True)
+    s.add_argument("--baseline", metavar="FILE", help="baseline JSON (default: the monitor's spec.baseline.file)")
+    s.add_argument("--redis", metavar="URL",
+                   help="Redis to keep the windows in (default: start a private redis-server)")
+    s.add_argument("--batch", type=int, default=2000, help="logger events per Redis script call")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("run", help="run the pipeline locally: broker, functions, Redis")
-    s.add_argument("monitor")
-    s.add_argument("--baseline")
-    s.add_argument("--redis")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--subscribe", action="append", default=[], metavar="TRIGGER.yaml")
-    s.add_argument("--replicas", action="append", default=[], metavar="ROLE=N")
-    s.add_argument("--kafka-bootstrap")
-    s.add_argument("--kafka-topic", default="inference-logs")
-    s.add_argument("--events-out", help="also write every event the broker sees to this JSONL file")
-    s.add_argument("--tick", type=float, default=5.0, help="seconds between aggregator ticks (PingSource)")
-    s.add_argument("--metrics-port", type=int, default=9464,
+    s = command("run", "run the pipeline locally: broker, the four functions, Redis")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--baseline", metavar="FILE", help="baseline JSON (default: the monitor's spec.baseline.file)")
+    s.add_argument("--redis", metavar="URL",
+                   help="Redis to keep the windows in (default: start a private, durable redis-server)")
+    s.add_argument("--host", default="127.0.0.1", help="address the broker listens on")
+    s.add_argument("--port", type=int, default=8080, help="broker port (the KServe logger's target; 0: any free port)")
+    s.add_argument("--subscribe", action="append", default=[], metavar="TRIGGER.yaml",
+                   help="a Trigger YAML whose subscriber is a uri, e.g. an alert receiver (repeatable)")
+    s.add_argument("--replicas", action="append", default=[], metavar="ROLE=N",
+                   help="run N processes of a function, ROLE one of ingest, outlier, aggregate, drift "
+                        "(repeatable; default: 1 each)")
+    s.add_argument("--kafka-bootstrap", metavar="HOST:PORT",
+                   help="also read logger events from Kafka and write the analysis topics of spec.sinks.kafka "
+                        "(default: no Kafka)")
+    s.add_argument("--kafka-topic", default="inference-logs", metavar="TOPIC", help="Kafka topic the logger events are read from")
+    s.add_argument("--events-out", metavar="FILE",
+                   help="append every event the broker accepts to this JSON lines file, with its arrival time "
+                        "(what `modelmonitor report` reads)")
+    s.add_argument("--tick", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between aggregator ticks (the PingSource)")
+    s.add_argument("--metrics-port", type=int, default=9464, metavar="PORT",
                    help="Prometheus endpoint for every function and the broker (0: off)")
-    s.add_argument("--log-dir", help="where the function processes log (default: a new temporary folder)")
+    s.add_argument("--log-dir", metavar="DIR",
+                   help="keep the function processes' logs here (default: a temporary folder removed on exit)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("render", help="print the Kubernetes manifests of a monitor")
-    s.add_argument("monitor")
-    s.add_argument("--image")
+    s = command("render", "print the Kubernetes manifests of a monitor (for GitOps, without the operator)")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--image", metavar="IMAGE",
+                   help="the functions' container image, built from the root func.yaml and pushed first "
+                        "(default: the image named in the output's header)")
     s.set_defaults(func=cmd_render)
 
-    s = sub.add_parser("convert", help="convert a thesis (monitoring.hops.io) ModelMonitor")
-    s.add_argument("monitor")
+    s = command("convert", "convert a thesis (monitoring.hops.io) ModelMonitor to this project's resource")
+    s.add_argument("monitor", help="thesis ModelMonitor YAML file")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("report", help="PNG/HTML report of an events file")
-    s.add_argument("events")
-    s.add_argument("--out", required=True)
-    s.add_argument("--title")
+    s = command("report", "PNG plots and an HTML page from an events file")
+    s.add_argument("events", help="JSON lines, one structured-mode CloudEvent per line "
+                                  "(from `replay --output` or `run --events-out`)")
+    output_option(s, "directory for index.html, summary.json and the PNG files", dest="out", default="report")
+    s.add_argument("--title", help="page title (default: 'ModelMonitor report: <file name>')")
+    s.add_argument("--monitor", metavar="MONITOR.yaml",
+                   help="the monitor the events came from: its watermark delay gives the window close latency, "
+                        "its baseline file the training statistics on the plots")
+    s.add_argument("--baseline", metavar="FILE",
+                   help="baseline JSON drawn on the statistics plots (default: the --monitor's spec.baseline.file)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("demo", help="the thesis experiment end to end over HTTP")
-    s.add_argument("--out", default="demo-out")
-    s.add_argument("--requests", type=int, default=12_000)
+    s = command("demo", "the thesis experiment end to end over HTTP on this machine")
+    output_option(s, "directory for the events, the summary and the report (emptied first)", dest="out",
+                  default="demo-out")
+    s.add_argument("--requests", type=int, default=12_000, help="logger requests to send")
     s.add_argument("--seconds", type=float, default=100.0, help="wall-clock length of the stream")
     s.add_argument("--time-scale", type=float, default=None,
-                   help="event-time seconds per wall second (default: so the stream spans 15 windows per stage)")
+                   help="event-time seconds per wall second (default: so each stage spans about 10 windows)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("bench", help="measure throughput and latency against the targets")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--quick", action="store_true", help="smaller runs")
-    s.add_argument("--out", default=None, help="write the results as JSON to this file")
+    s = command("bench", "measure throughput and latency against the targets")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    output_option(s, "also write the results as JSON to this file", dest="out")
     s.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"modelmonitor {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"modelmonitor {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
