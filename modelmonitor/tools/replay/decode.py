@@ -1,0 +1,256 @@
+"""One chunk of input lines -> columns (event time, dedup identity, rows) plus everything about
+those lines that does not depend on what came before (dead letters, outliers).
+
+Lines of the common shape (a KServe V1 request, rows of plain numbers, the logger's time
+format) are decoded by a typed msgspec decoder and checked column-wise; every other line takes
+the per-event code (:func:`~modelmonitor.tools.replay.common.parse_line`, ``ingest_rows``),
+so both engines judge it by the same code. Pure: a decoder may run in another process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Sequence
+
+import msgspec
+import numpy as np
+
+from modelmonitor.core import events as ev
+from modelmonitor.core.payloads import split_columns
+from modelmonitor.handlers import Monitor, Rejected, ingest_rows, outlier_event
+from modelmonitor.tools.replay.common import LOGGER_TYPES, LineError, body_of, parse_line, rejection
+from modelmonitor.tools.replay.timecols import parse_times
+
+#: Event time of a logger event without one: it takes the replay clock, known only in order.
+NO_TIME = -1
+#: Stands for ``detectedAtMs`` in a pre-serialised outlier event until the clock is known.
+CLOCK_MARK = -7_777_777_777_777_777
+REQUEST, RESPONSE = 0, 1
+
+
+class _Body(msgspec.Struct):
+    instances: list[list[float]]
+    inputs: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Event(msgspec.Struct):
+    type: str
+    source: str
+    id: str
+    data: _Body
+    time: str | None = None
+    inferenceservicename: str | None = None
+
+
+_FIELDS = attrgetter("type", "source", "id", "time", "inferenceservicename", "data")
+_DECODE_ONE = msgspec.json.Decoder(_Event).decode
+_DECODE_ALL = msgspec.json.Decoder(list[_Event]).decode
+
+
+@dataclass
+class Decoded:
+    """A chunk's ingested logger events ("records", in line order) as columns."""
+    lines: int                                   # input items in the chunk, blank ones included
+    line: np.ndarray                             # record -> line index in the chunk
+    t: np.ndarray                                # event time ms (NO_TIME: the replay clock's)
+    kind: np.ndarray                             # REQUEST or RESPONSE
+    n: np.ndarray                                # instances per record
+    keys: list                                   # dedup identity: (type, source, id)
+    numeric: dict                                # kind -> (instances of that kind, numerical features)
+    categorical: dict                            # kind -> one list per categorical feature
+    logger_events: int = 0
+    ignored: int = 0
+    dead: list = field(default_factory=list)     # (line index, dead letter event)
+    outliers: list = field(default_factory=list)  # (record, json text with CLOCK_MARK | found list)
+
+
+class _Records:
+    """Records of the per-line path while a chunk is decoded."""
+
+    def __init__(self):
+        self.line, self.t, self.kind, self.n, self.keys, self.src = [], [], [], [], [], []
+        self.offset = {REQUEST: 0, RESPONSE: 0}     # where the next block starts in its kind's matrix
+        self.blocks = {REQUEST: [], RESPONSE: []}   # (numeric, categorical columns) per record
+
+
+class ChunkDecoder:
+    def __init__(self, mon: Monitor):
+        self.mon = mon
+        self.isvc = mon.spec.inference_service
+        self.width = len(mon.inputs.features)
+        # The typed path covers monitors whose inputs are all numerical.
+        self.fast = not mon.inputs.categorical and self.width > 0
+        self.n_num = {REQUEST: len(mon.inputs.numeric), RESPONSE: len(mon.predictions.numeric)}
+        self.n_cat = {REQUEST: len(mon.inputs.categorical), RESPONSE: len(mon.predictions.categorical)}
+
+    # ------------------------------------------------------------------ entry
+    def decode(self, items: Sequence, first_line: int) -> Decoded:
+        """``items``: raw JSON lines (bytes/str) or structured-mode documents (dicts);
+        ``first_line``: the 1-based number of the first one (dead letters name lines)."""
+        n_items = len(items)
+        fast_idx, fast_events = self._typed(items) if self.fast else ([], [])
+        f_line, f_t, f_matrix, f_counts, f_keys, slow = self._check_typed(fast_idx, fast_events, n_items)
+        out = Decoded(n_items, None, None, None, None, None, {}, {})
+        recs = _Records()
+        recs.offset[REQUEST] = len(f_matrix)
+        for i in slow:
+            self._one(items[i], i, first_line + i, out, recs)
+        out.logger_events += len(f_line)
+        # typed and per-line records merged in line order
+        line = np.concatenate([np.asarray(f_line, dtype=np.int64), np.asarray(recs.line, dtype=np.int64)])
+        t = np.concatenate([f_t, np.asarray(recs.t, dtype=np.int64)])
+        kind = np.concatenate([np.zeros(len(f_line), dtype=np.int8), np.asarray(recs.kind, dtype=np.int8)])
+        counts = np.concatenate([f_counts, np.asarray(recs.n, dtype=np.int64)])
+        src = np.concatenate([np.cumsum(f_counts) - f_counts, np.asarray(recs.src, dtype=np.int64)])
+        keys = f_keys + recs.keys
+        if len(recs.line):
+            order = np.argsort(line, kind="stable")
+            line, t, kind, counts, src = line[order], t[order], kind[order], counts[order], src[order]
+            keys = [keys[j] for j in order.tolist()]
+        out.line, out.t, out.kind, out.n, out.keys = line, t, kind, counts, keys
+        for k in (REQUEST, RESPONSE):
+            parts = [f_matrix] if k == REQUEST else []
+            parts += [b[0] for b in recs.blocks[k]]
+            n_num = self.n_num[k]
+            matrix = (np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, n_num) for p in parts])
+                      if parts else np.empty((0, n_num)))
+            cat_columns = [[v for b in recs.blocks[k] for v in b[1][j]] for j in range(self.n_cat[k])]
+            sel = kind == k
+            starts, lens = src[sel], counts[sel]
+            total = int(lens.sum())
+            gather = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+            if total == len(matrix) and (gather == np.arange(total)).all():
+                out.numeric[k], out.categorical[k] = matrix, cat_columns
+            else:
+                out.numeric[k] = matrix[gather]
+                g = gather.tolist()
+                out.categorical[k] = [[c[j] for j in g] for c in cat_columns]
+        self._detect(out)
+        return out
+
+    # ------------------------------------------------------------------ typed path
+    def _typed(self, items: Sequence) -> tuple[list[int], list]:
+        stripped, idx = [], []
+        for i, x in enumerate(items):
+            if type(x) is bytes:
+                s = x.strip()
+                if s:
+                    stripped.append(s)
+                    idx.append(i)
+        if not stripped:
+            return [], []
+        try:
+            return idx, _DECODE_ALL(b"[" + b",".join(stripped) + b"]")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        keep_idx, events = [], []
+        for i, s in zip(idx, stripped):
+            try:
+                events.append(_DECODE_ONE(s))
+                keep_idx.append(i)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+        return keep_idx, events
+
+    def _check_typed(self, idx: list[int], events: list, n_items: int):
+        """Which typed events are plain requests: (lines, times, (matrix, counts), keys, other lines)."""
+        typed = np.zeros(n_items, dtype=bool)
+        if not events:
+            return ([], np.zeros(0, dtype=np.int64), np.empty((0, self.width)), np.zeros(0, dtype=np.int64), [],
+                    list(range(n_items)))
+        typed[idx] = True
+        types, sources, ids, times, isvcs, bodies = zip(*map(_FIELDS, events))
+        m = len(events)
+        ok = np.fromiter(map(ev.KSERVE_REQUEST.__eq__, types), bool, m)
+        ok &= np.fromiter(map(bool, sources), bool, m) & np.fromiter(map(bool, ids), bool, m)
+        if any(v is not None and v != self.isvc for v in set(isvcs)):
+            ok &= np.fromiter((v is None or v == self.isvc for v in isvcs), bool, m)
+        if None in set(times):
+            ok &= np.fromiter((v is not None for v in times), bool, m)
+        ms, good = parse_times([v if v is not None else "" for v in times])
+        ok &= good
+        instances = [b.instances for b in bodies]
+        counts = np.fromiter(map(len, instances), np.int64, m)
+        ok &= counts > 0
+        if any(b.inputs is not msgspec.UNSET for b in bodies):
+            ok &= np.fromiter((b.inputs is msgspec.UNSET for b in bodies), bool, m)
+        rows = [r for rs in instances for r in rs]
+        widths = np.fromiter(map(len, rows), np.int64, len(rows))
+        owner = np.repeat(np.arange(m), counts)
+        bad_width = widths != self.width
+        if bad_width.any():
+            ok[np.unique(owner[bad_width])] = False
+            rows = [r if w == self.width else [0.0] * self.width for r, w in zip(rows, widths.tolist())]
+        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            ok[np.unique(owner[~finite])] = False
+        if not ok.all():
+            keep_rows = ok[owner]
+            matrix = matrix[keep_rows]
+            typed[np.asarray(idx)[~ok]] = False
+        sel = np.nonzero(ok)[0].tolist()
+        lines = [idx[j] for j in sel]
+        keys = [(types[j], sources[j], ids[j]) for j in sel]
+        return lines, ms[ok], matrix, counts[ok], keys, np.nonzero(~typed)[0].tolist()
+
+    # ------------------------------------------------------------------ per-line path
+    def _one(self, item, i: int, line_no: int, out: Decoded, recs: "_Records") -> None:
+        mon = self.mon
+        try:
+            doc = parse_line(mon, item, line_no)
+        except LineError as exc:
+            out.dead.append((i, exc.event))
+            return
+        if doc is None:
+            return
+        if doc["type"] not in LOGGER_TYPES:
+            out.ignored += 1
+            return
+        out.logger_events += 1
+        try:
+            inst = ingest_rows(mon, doc, body_of(doc), NO_TIME, check_skew=False)
+        except Rejected as exc:
+            out.dead.append((i, rejection(mon, exc.reason, doc)))
+            return
+        if inst is None:
+            out.ignored += 1
+            return
+        kind = RESPONSE if inst.kind == "response" else REQUEST
+        numeric, categorical = split_columns(inst.rows, mon.layout(inst.kind).features)
+        recs.line.append(i)
+        recs.t.append(inst.event_time_ms)
+        recs.kind.append(kind)
+        recs.n.append(len(inst.rows))
+        recs.keys.append((doc["type"], doc["source"], doc["id"]))
+        recs.src.append(recs.offset[kind])
+        recs.offset[kind] += len(inst.rows)
+        recs.blocks[kind].append((numeric, categorical))
+
+    # ------------------------------------------------------------------ outliers
+    def _detect(self, out: Decoded) -> None:
+        mon = self.mon
+        detector = mon.outlier_detector
+        if detector is None:
+            return
+        req = np.nonzero(out.kind == REQUEST)[0]
+        if not len(req):
+            return
+        numeric, categorical = out.numeric[REQUEST], out.categorical[REQUEST]
+        found = detector.detect(numeric, categorical)
+        if not found:
+            return
+        offsets = np.concatenate([[0], np.cumsum(out.n[req])])
+        owners = np.searchsorted(offsets, [o["instance"] for o in found], side="right") - 1
+        by_record: dict[int, list] = {}
+        for o, j in zip(found, owners.tolist()):
+            o["instance"] -= int(offsets[j])
+            by_record.setdefault(int(req[j]), []).append(o)
+        for r, hits in by_record.items():
+            t = int(out.t[r])
+            if t == NO_TIME:
+                out.outliers.append((r, hits))       # its event time is the clock: serialised later
+                continue
+            typ, source, lid = out.keys[r]
+            event = outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, hits, CLOCK_MARK)
+            out.outliers.append((r, ev.to_json_line(event)))

@@ -1,0 +1,238 @@
+"""The columnar replay: the per-event semantics (dedup, watermark, lateness, sealing, closing)
+computed for a whole decoded chunk at once with NumPy, in constant memory.
+
+Per chunk of records (logger events in line order), with running maxima:
+
+- clock after record ``i``: the largest event time so far (a record without a time takes the
+  clock as it stood);
+- dedup: a record whose (type, source, id) was accepted within the store's retention buckets
+  (processing-time buckets of the clock) is a duplicate and changes nothing;
+- watermark after ``i``: ``W = (largest accepted event time) - watermarkDelay``; a record is
+  late for each of its windows whose ``end <= W`` as it stood before it;
+- a window seals at the first record after which ``W >= end``; the late instances counted
+  since the previous seal go to the first window of that seal (earliest end), and it closes
+  with ``closedAtMs`` the clock at that record; at the end of input every open window closes.
+
+The events come out in the reference's order: per line a dead letter, or the outlier event,
+the late event, then the windows that line closed (each followed by its drift events).
+"""
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import numpy as np
+
+from modelmonitor.core import events as ev
+from modelmonitor.handlers import Aggregator, Monitor, measure, outlier_event
+from modelmonitor.tools.replay.common import JsonAlertState, Output, ReplayStats
+from modelmonitor.tools.replay.decode import CLOCK_MARK, NO_TIME, REQUEST, RESPONSE, Decoded
+from modelmonitor.tools.replay.windows import WindowBuffers
+from state.store import INPUTS, PREDICTIONS, Claim, WindowStore
+
+NONE = np.iinfo(np.int64).min // 4          # "no watermark yet" (below any real one)
+_MARK = b'"detectedAtMs":%d' % CLOCK_MARK
+
+
+class _NoRedis:
+    """Lets a WindowStore be built for its parameters only (dedup retention and buckets)."""
+
+    def register_script(self, _text):
+        return None
+
+
+class ColumnarReplay:
+    def __init__(self, mon: Monitor, out: Output, stats: ReplayStats):
+        self.mon = mon
+        self.out = out
+        self.stats = stats
+        w = mon.spec.window
+        self.d, self.s, self.delay = w.duration_ms, w.slide_ms, w.watermark_delay_ms
+        params = WindowStore(_NoRedis(), mon.name, duration_ms=self.d, slide_ms=self.s, delay_ms=self.delay)
+        self.bucket_ms, self.n_buckets = params.dedup_bucket_ms, params.dedup_buckets
+        self.windows = WindowBuffers(mon)
+        self.aggregator = Aggregator(mon, self.windows)
+        self.alerts = JsonAlertState()
+        self.late_events = mon.spec.late_events
+        self.clock = 0
+        self.max_t: int | None = None
+        self.late = 0                                   # late instances since the previous seal
+        self.seen: deque[tuple[int, set]] = deque()     # (processing-time bucket, keys accepted in it)
+        self.lines = 0
+
+    # ------------------------------------------------------------------ per chunk
+    def feed(self, dec: Decoded) -> None:
+        stats = self.stats
+        first_line_clock = self.clock
+        stats.lines += dec.lines
+        stats.logger_events += dec.logger_events
+        stats.ignored += dec.ignored
+        R = len(dec.line)
+        emit: list[tuple] = []                         # (line, priority, seq, what)
+        if R:
+            self._records(dec, emit)
+        if dec.dead:
+            # a dead letter's time is the clock as it stood at its line
+            rec_lines = dec.line
+            for i, event in dec.dead:
+                j = int(np.searchsorted(rec_lines, i, side="left")) - 1
+                emit.append((i, 0, 0, ("dead", event, int(self._clock_after[j]) if j >= 0 else first_line_clock)))
+        emit.sort(key=lambda x: (x[0], x[1], x[2]))
+        for item in emit:
+            self._emit(item[3])
+        self.lines += dec.lines
+
+    def _records(self, dec: Decoded, emit: list) -> None:
+        stats = self.stats
+        R = len(dec.line)
+        t_raw = dec.t
+        absent = t_raw == NO_TIME
+        run = np.maximum.accumulate(np.concatenate([[self.clock], np.where(absent, -1, t_raw)]))
+        clock_after = run[1:]
+        t = np.where(absent, run[:-1], t_raw)
+        self._clock_after = clock_after
+        # -- dedup over processing-time buckets of the clock
+        buckets = clock_after // self.bucket_ms
+        dup = self._dedup(dec.keys, buckets)
+        accepted = ~dup
+        stats.duplicates += int(dup.sum())
+        stats.instances += int(dec.n[accepted].sum())
+        # -- watermark before / after each record
+        acc_t = np.where(accepted, t, NONE)
+        start_max = NONE if self.max_t is None else self.max_t
+        max_run = np.maximum.accumulate(np.concatenate([[start_max], acc_t]))
+        w_run = np.where(max_run == NONE, NONE, max_run - self.delay)
+        w_before, w_after = w_run[:-1], w_run[1:]
+        # -- windows of the accepted records
+        ia = np.nonzero(accepted)[0]
+        ta = t[ia]
+        k_last = ta // self.s
+        k_first = (ta - self.d) // self.s + 1
+        m = k_last - k_first + 1
+        rep = np.repeat(np.arange(len(ia)), m)
+        total = int(m.sum())
+        k = k_first[rep] + (np.arange(total) - np.repeat(np.cumsum(m) - m, m))
+        ws = k * self.s
+        we = ws + self.d
+        pair_rec = ia[rep]
+        late = we <= w_before[pair_rec]
+        late_inc = np.zeros(R, dtype=np.int64)
+        if late.any():
+            np.add.at(late_inc, pair_rec[late], dec.n[pair_rec[late]])
+            late_recs = np.unique(pair_rec[late])
+            stats.late_requests += len(late_recs)
+            if self.late_events:
+                for r in late_recs.tolist():
+                    starts = ws[late & (pair_rec == r)].tolist()
+                    emit.append((int(dec.line[r]), 2, 0, ("late", dec, r, int(t[r]), starts, int(w_after[r]),
+                                                      int(clock_after[r]))))
+        late_cum = self.late + np.cumsum(late_inc)
+        # -- window contents
+        on_time = ~late
+        self.windows.add(dec, pair_rec[on_time], ws[on_time])
+        # -- sealing: each open window at the first record after which W >= end
+        starts = self.windows.open_starts()
+        if len(starts):
+            ends = starts + self.d
+            seal_at = np.searchsorted(w_after, ends, side="left")
+            sealed = seal_at < R
+            if sealed.any():
+                order = np.lexsort((ends[sealed], seal_at[sealed]))
+                s_starts, s_at = starts[sealed][order], seal_at[sealed][order]
+                last_at = -1
+                base = 0                                  # late_cum already holds the carry
+                for seq, (start, j) in enumerate(zip(s_starts.tolist(), s_at.tolist())):
+                    late_here = 0
+                    if j != last_at:
+                        late_here = int(late_cum[j]) - base
+                        base = int(late_cum[j])
+                        last_at = j
+                    claim = Claim(f"{start}:{start + self.d}", start, start + self.d, late_here, int(w_after[j]))
+                    self.windows.seal(start)
+                    emit.append((int(dec.line[j]), 3, seq, ("window", claim, int(clock_after[j]))))
+                self.late = int(late_cum[-1]) - base
+            else:
+                self.late = int(late_cum[-1])
+        else:
+            self.late = int(late_cum[-1])
+        # -- outliers found by the decoder
+        for r, what in dec.outliers:
+            emit.append((int(dec.line[r]), 1, 0, ("outlier", dec, r, what, int(t[r]), int(clock_after[r]))))
+        self.clock = int(clock_after[-1])
+        if accepted.any():
+            self.max_t = int(max_run[-1])
+
+    def _dedup(self, keys: list, buckets: np.ndarray) -> np.ndarray:
+        """Duplicates, as the store's apply script finds them one record after the other."""
+        R = len(keys)
+        dup = np.zeros(R, dtype=bool)
+        seen = self.seen
+        last_bucket = int(buckets[-1])
+        if len(set(keys)) == R and all(s.isdisjoint(keys) for _, s in seen):
+            b_list = buckets.tolist()
+            if b_list[0] == last_bucket:
+                self._bucket_set(last_bucket).update(keys)
+            else:
+                for key, b in zip(keys, b_list):
+                    self._bucket_set(b).add(key)
+        else:
+            nb = self.n_buckets
+            for r, (key, b) in enumerate(zip(keys, buckets.tolist())):
+                lo = b - nb + 1
+                if any(key in s for sb, s in seen if sb >= lo):
+                    dup[r] = True
+                else:
+                    self._bucket_set(b).add(key)
+        # forget buckets past the retention of the latest one (no later record can see them)
+        while seen and seen[0][0] < last_bucket - self.n_buckets + 1:
+            seen.popleft()
+        return dup
+
+    def _bucket_set(self, b: int) -> set:
+        seen = self.seen
+        if not seen or seen[-1][0] != b:
+            seen.append((b, set()))
+        return seen[-1][1]
+
+    # ------------------------------------------------------------------ end of input
+    def finish(self) -> None:
+        starts = self.windows.open_starts()
+        w = None if self.max_t is None else self.max_t - self.delay
+        late = self.late
+        for start in sorted(starts.tolist(), key=lambda s: s + self.d):
+            claim = Claim(f"{start}:{start + self.d}", start, start + self.d, late, w)
+            late = 0
+            self.windows.seal(start)
+            self._emit(("window", claim, self.clock))
+        self.late = late
+
+    # ------------------------------------------------------------------ output
+    def _emit(self, what: tuple) -> None:
+        out, mon = self.out, self.mon
+        kind = what[0]
+        if kind == "dead":
+            out.event(what[1], what[2])
+        elif kind == "outlier":
+            _, dec, r, found, t, clock = what
+            if isinstance(found, str):
+                out.line(ev.OUTLIER_DETECTED, found.replace('"detectedAtMs":%d' % CLOCK_MARK,
+                                                            '"detectedAtMs":%d' % clock, 1))
+            else:
+                typ, source, lid = dec.keys[r]
+                out.event(outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, found, clock),
+                          clock)
+        elif kind == "late":
+            _, dec, r, t, starts, w_after, clock = what
+            typ, source, lid = dec.keys[r]
+            status = "late:" + ",".join(str(x) for x in starts)
+            event = self.aggregator.late_event_for(ev.instances_id(mon.name, typ, source, lid), lid, t,
+                                                   int(dec.n[r]), status, w_after)
+            if event is not None:
+                out.event(event, clock)
+        else:
+            _, claim, clock = what
+            event = self.aggregator.window_event(claim, clock)
+            self.windows.drop(claim.start_ms)
+            out.event(event, clock)
+            for drift in measure(mon, event, clock, self.alerts):
+                out.event(drift, clock)
