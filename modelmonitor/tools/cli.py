@@ -67,14 +67,21 @@ def cmd_replay(args) -> int:
     from modelmonitor.tools.replay import run_replay
     check_input_file(args.input, "--input")
     load_monitor_and_baseline(args.monitor, args.baseline)
-    if args.redis:
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.engine == "columnar" and args.redis:
+        raise UsageError("--redis is for the per-event engine; the columnar engine keeps its state in process")
+    per_event = args.engine == "per-event" or (args.engine is None and args.redis)
+    if per_event and args.redis:
         check_redis_url(args.redis)
-    else:
+    elif per_event:
         check_redis_binary()
-    baseline = args.baseline
     try:
-        stats = run_replay(args.monitor, args.input, args.output, baseline_path=baseline,
-                           redis_url=args.redis, progress=None if args.quiet else sys.stderr, batch=args.batch)
+        stats = run_replay(args.monitor, args.input, args.output, baseline_path=args.baseline,
+                           redis_url=args.redis, progress=None if args.quiet else sys.stderr, batch=args.batch,
+                           engine=args.engine, workers=args.workers)
     except OSError as exc:
         raise UsageError(str(exc)) from None
     summary = stats.as_dict()
@@ -212,9 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recorded logger events, one structured-mode CloudEvent JSON per line")
     output_option(s, "where to write every emitted event (JSON lines)", required=True)
     s.add_argument("--baseline", metavar="FILE", help="baseline JSON (default: the monitor's spec.baseline.file)")
+    s.add_argument("--engine", choices=("columnar", "per-event"),
+                   help="columnar (default: in process, vectorised, no Redis) or per-event (the live handlers "
+                        "one event at a time on Redis); both write the same bytes")
     s.add_argument("--redis", metavar="URL",
-                   help="Redis to keep the windows in (default: start a private redis-server)")
-    s.add_argument("--batch", type=int, default=2000, help="logger events per Redis script call")
+                   help="Redis for the per-event engine (default: start a private redis-server); "
+                        "implies --engine per-event")
+    s.add_argument("--batch", type=int, default=8192, help="input lines per chunk (does not change results)")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="decoding processes of the columnar engine (default: 1 on a multi-core machine; "
+                        "0 decodes in process)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_replay)

@@ -17,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from modelmonitor.core import events as ev
-from modelmonitor.handlers import Monitor, Rejected, dead_letter
+from modelmonitor.handlers import Monitor, Rejected, dead_letter, measure
 
 LOGGER_TYPES = (ev.KSERVE_REQUEST, ev.KSERVE_RESPONSE)
 
@@ -158,3 +158,12 @@ class JsonAlertState:
         new_state, result = fn(state)
         self.raw = json.dumps(new_state)
         return result
+
+
+def drift_events(mon: Monitor, window_event, clock_ms: int, alerts) -> list:
+    """What the drift function emits for a closed window: its measurements (and alert), or the
+    dead letter it would send for a window it refuses (e.g. one starting before 1970)."""
+    try:
+        return measure(mon, window_event, clock_ms, alerts)
+    except Rejected as exc:
+        return [dead_letter(mon.name, "drift", exc.reason, original=window_event)]

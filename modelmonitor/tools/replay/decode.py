@@ -19,6 +19,7 @@ from modelmonitor.core import events as ev
 from modelmonitor.core.payloads import split_columns
 from modelmonitor.handlers import Monitor, Rejected, ingest_rows, outlier_event
 from modelmonitor.tools.replay.common import LOGGER_TYPES, LineError, body_of, parse_line, rejection
+from modelmonitor.tools.replay.fastjson import OutlierText, rfc3339_column
 from modelmonitor.tools.replay.timecols import parse_times
 
 #: Event time of a logger event without one: it takes the replay clock, known only in order.
@@ -44,7 +45,6 @@ class _Event(msgspec.Struct):
 
 _FIELDS = attrgetter("type", "source", "id", "time", "inferenceservicename", "data")
 _DECODE_ONE = msgspec.json.Decoder(_Event).decode
-_DECODE_ALL = msgspec.json.Decoder(list[_Event]).decode
 
 
 @dataclass
@@ -82,6 +82,7 @@ class ChunkDecoder:
         self.fast = not mon.inputs.categorical and self.width > 0
         self.n_num = {REQUEST: len(mon.inputs.numeric), RESPONSE: len(mon.predictions.numeric)}
         self.n_cat = {REQUEST: len(mon.inputs.categorical), RESPONSE: len(mon.predictions.categorical)}
+        self.text = OutlierText(mon)
 
     # ------------------------------------------------------------------ entry
     def decode(self, items: Sequence, first_line: int) -> Decoded:
@@ -109,10 +110,10 @@ class ChunkDecoder:
             keys = [keys[j] for j in order.tolist()]
         out.line, out.t, out.kind, out.n, out.keys = line, t, kind, counts, keys
         for k in (REQUEST, RESPONSE):
-            parts = [f_matrix] if k == REQUEST else []
-            parts += [b[0] for b in recs.blocks[k]]
             n_num = self.n_num[k]
-            matrix = (np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, n_num) for p in parts])
+            parts = [f_matrix] if k == REQUEST and len(f_matrix) else []
+            parts += [b[0] for b in recs.blocks[k]]
+            matrix = (np.concatenate([np.asarray(p, dtype=np.float64).reshape(len(p), n_num) for p in parts])
                       if parts else np.empty((0, n_num)))
             cat_columns = [[v for b in recs.blocks[k] for v in b[1][j]] for j in range(self.n_cat[k])]
             sel = kind == k
@@ -130,21 +131,22 @@ class ChunkDecoder:
 
     # ------------------------------------------------------------------ typed path
     def _typed(self, items: Sequence) -> tuple[list[int], list]:
-        stripped, idx = [], []
-        for i, x in enumerate(items):
-            if type(x) is bytes:
-                s = x.strip()
-                if s:
-                    stripped.append(s)
+        if set(map(type, items)) == {bytes} and all(items):
+            idx, lines = list(range(len(items))), items         # the usual chunk: no blank line
+        else:
+            idx, lines = [], []
+            for i, x in enumerate(items):
+                if type(x) is bytes and x.strip():
                     idx.append(i)
-        if not stripped:
+                    lines.append(x)
+        if not lines:
             return [], []
         try:
-            return idx, _DECODE_ALL(b"[" + b",".join(stripped) + b"]")
+            return idx, list(map(_DECODE_ONE, lines))    # one line, one value: never a merged array
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass
         keep_idx, events = [], []
-        for i, s in zip(idx, stripped):
+        for i, s in zip(idx, lines):
             try:
                 events.append(_DECODE_ONE(s))
                 keep_idx.append(i)
@@ -246,11 +248,16 @@ class ChunkDecoder:
         for o, j in zip(found, owners.tolist()):
             o["instance"] -= int(offsets[j])
             by_record.setdefault(int(req[j]), []).append(o)
-        for r, hits in by_record.items():
+        records = list(by_record)
+        t_texts = rfc3339_column(np.maximum(out.t[records], 0)) if self.text.usable else None
+        for j, (r, hits) in enumerate(by_record.items()):
             t = int(out.t[r])
             if t == NO_TIME:
                 out.outliers.append((r, hits))       # its event time is the clock: serialised later
                 continue
             typ, source, lid = out.keys[r]
-            event = outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, hits, CLOCK_MARK)
-            out.outliers.append((r, ev.to_json_line(event)))
+            inst_id = ev.instances_id(mon.name, typ, source, lid)
+            if t_texts is not None:
+                out.outliers.append((r, self.text.text(inst_id, lid, t, t_texts[j], hits, CLOCK_MARK)))
+            else:
+                out.outliers.append((r, ev.to_json_line(outlier_event(mon, inst_id, lid, t, hits, CLOCK_MARK))))

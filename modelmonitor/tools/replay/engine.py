@@ -18,20 +18,18 @@ the late event, then the windows that line closed (each followed by its drift ev
 """
 from __future__ import annotations
 
-import json
 from collections import deque
 
 import numpy as np
 
 from modelmonitor.core import events as ev
-from modelmonitor.handlers import Aggregator, Monitor, measure, outlier_event
-from modelmonitor.tools.replay.common import JsonAlertState, Output, ReplayStats
-from modelmonitor.tools.replay.decode import CLOCK_MARK, NO_TIME, REQUEST, RESPONSE, Decoded
+from modelmonitor.handlers import Aggregator, Monitor, outlier_event
+from modelmonitor.tools.replay.common import JsonAlertState, Output, ReplayStats, drift_events
+from modelmonitor.tools.replay.decode import CLOCK_MARK, NO_TIME, Decoded
 from modelmonitor.tools.replay.windows import WindowBuffers
-from state.store import INPUTS, PREDICTIONS, Claim, WindowStore
+from state.store import Claim, WindowStore
 
 NONE = np.iinfo(np.int64).min // 4          # "no watermark yet" (below any real one)
-_MARK = b'"detectedAtMs":%d' % CLOCK_MARK
 
 
 class _NoRedis:
@@ -234,5 +232,5 @@ class ColumnarReplay:
             event = self.aggregator.window_event(claim, clock)
             self.windows.drop(claim.start_ms)
             out.event(event, clock)
-            for drift in measure(mon, event, clock, self.alerts):
+            for drift in drift_events(mon, event, clock, self.alerts):
                 out.event(drift, clock)

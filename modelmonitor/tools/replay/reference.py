@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Iterable
 
 from modelmonitor.core import events as ev
-from modelmonitor.handlers import (Aggregator, AlertState, Monitor, Rejected, ingest_rows, measure, outliers)
-from modelmonitor.tools.replay.common import (LOGGER_TYPES, LineError, Output, ReplayStats, body_of, parse_line,
-                                              rejection)
+from modelmonitor.handlers import Aggregator, AlertState, Monitor, Rejected, ingest_rows, outliers
+from modelmonitor.tools.replay.common import (LOGGER_TYPES, LineError, Output, ReplayStats, body_of, drift_events,
+                                              parse_line, rejection)
 
 
 class PerEventReplay:
@@ -82,7 +82,7 @@ class PerEventReplay:
 
     def _emit_window(self, event) -> None:
         self.out.event(event, self.clock)
-        for out in measure(self.mon, event, self.clock, self.alerts):
+        for out in drift_events(self.mon, event, self.clock, self.alerts):
             self.out.event(out, self.clock)
 
     def finish(self) -> None:
