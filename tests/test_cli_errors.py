@@ -103,9 +103,20 @@ def test_no_redis_server_on_the_path(tmp_path, requests_file, command):
     empty_bin.mkdir()
     env = dict(os.environ, PATH=str(empty_bin))          # the venv's entry point names its python
     extra = (["--port", "0", "--metrics-port", "0"] if command == "run"
-             else ["--input", requests_file, "--output", str(tmp_path / "o.jsonl")])
+             else ["--input", requests_file, "--output", str(tmp_path / "o.jsonl"), "--engine", "per-event"])
     done = mm(command, MONITOR, *extra, env=env)
     assert_one_line_error(done, "redis-server", "make redis", "--redis")
+
+
+def test_default_replay_needs_no_redis_server(tmp_path, requests_file):
+    """The columnar engine keeps its state in process."""
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    out = tmp_path / "o.jsonl"
+    done = mm("replay", MONITOR, "--input", requests_file, "--output", str(out), "--quiet",
+              env=dict(os.environ, PATH=str(empty_bin)))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().count("io.modelmonitor.window.closed") >= 1
 
 
 def test_replay_with_an_unreachable_redis(tmp_path, requests_file):
