@@ -45,6 +45,18 @@ class MemoryAlertState:
         return result
 
 
+def _features_with_data(mon: Monitor, window_features: dict) -> int:
+    from modelmonitor.core.spec import DETECTORS
+    baseline = (mon.baseline or {}).get("features") or {}
+    count = 0
+    for feature in tuple(mon.spec.features) + tuple(mon.spec.predictions):
+        stats = window_features.get(feature.name)
+        watched = any(feature.type in DETECTORS.get(d.name, ()) for d in mon.spec.drift)
+        if watched and feature.name in baseline and isinstance(stats, dict) and stats.get("count"):
+            count += 1
+    return count
+
+
 def measure(mon: Monitor, event: CloudEvent, now_ms: int, alert_state) -> list[CloudEvent]:
     """``drift.measured`` for a closed window, plus ``drift.detected`` when the alert policy fires."""
     data = event_data(event, ev.WINDOW_CLOSED)
@@ -79,11 +91,14 @@ def measure(mon: Monitor, event: CloudEvent, now_ms: int, alert_state) -> list[C
     emitted = [ev.make_event(ev.DRIFT_MEASURED, mon.name, wid + "/drift", out, source=mon.source("drift"),
                              time_ms=window["endMs"])]
     drifted = sorted(n for n, metrics in measured.items() if any(m["drifted"] for m in metrics.values()))
+    # "N of M features drifted": M counts the features this window could judge (values in the
+    # window, a baseline entry and a detector for their type), not e.g. predictions never logged.
+    judged = _features_with_data(mon, data["features"])
 
     def step(state):
         return evaluate_alert(state, window_end_ms=window["endMs"], window_count=int(data.get("count", 0)),
                               drifted_features=drifted, policy=mon.spec.alerts,
-                              monitored_features=len(mon.spec.features) + len(mon.spec.predictions))
+                              monitored_features=max(judged, len(drifted), 1))
 
     alert = alert_state.update(step)
     if alert is not None:

@@ -156,6 +156,7 @@ class AggregateHandler(Handler):
             metrics.LATE_INSTANCES.inc(pending.instances * len(status[5:].split(",")))
             late = self.aggregator.late_event(event, status, watermark)
             if late is not None:
+                metrics.EVENTS_OUT.labels(role=self.role, type=late["type"]).inc()   # emitted as the reply
                 return late
         return "", 202
 
@@ -208,6 +209,8 @@ class DriftHandler(Handler):
             except Exception as exc:  # the original failure is the one to report
                 log.warning("could not roll back the alert state: %s", exc)
             raise  # HTTP 500: the broker redelivers the window
+        if out:   # drift.measured goes out as the reply: emitted all the same
+            metrics.EVENTS_OUT.labels(role=self.role, type=out[0]["type"]).inc()
         return out[0] if out else ("", 202)
 
 
