@@ -37,7 +37,9 @@ test: install
 demo: install
 	$(BIN)/modelmonitor demo
 
+# The benchmark-only extra (whylogs, for scale beside replay) is installed here, not by `install`.
 bench: install
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,bench]"
 	$(BIN)/modelmonitor bench
 
 clean:

@@ -9,6 +9,7 @@ so both engines judge it by the same code. Pure: a decoder may run in another pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import attrgetter
 from typing import Sequence
 
@@ -44,6 +45,8 @@ class _Event(msgspec.Struct):
 
 
 _FIELDS = attrgetter("type", "source", "id", "time", "inferenceservicename", "data")
+_INSTANCES = attrgetter("instances")
+_INPUTS = attrgetter("inputs")
 _DECODE_ONE = msgspec.json.Decoder(_Event).decode
 
 
@@ -155,46 +158,57 @@ class ChunkDecoder:
         return keep_idx, events
 
     def _check_typed(self, idx: list[int], events: list, n_items: int):
-        """Which typed events are plain requests: (lines, times, (matrix, counts), keys, other lines)."""
-        typed = np.zeros(n_items, dtype=bool)
-        if not events:
-            return ([], np.zeros(0, dtype=np.int64), np.empty((0, self.width)), np.zeros(0, dtype=np.int64), [],
-                    list(range(n_items)))
-        typed[idx] = True
-        types, sources, ids, times, isvcs, bodies = zip(*map(_FIELDS, events))
+        """Which typed events are plain requests: (lines, times, matrix, counts, keys, other lines).
+        Checks run column-wise over the chunk; per-record masks are built only when a column
+        shows something unusual."""
         m = len(events)
-        ok = np.fromiter(map(ev.KSERVE_REQUEST.__eq__, types), bool, m)
-        ok &= np.fromiter(map(bool, sources), bool, m) & np.fromiter(map(bool, ids), bool, m)
-        if any(v is not None and v != self.isvc for v in set(isvcs)):
+        width = self.width
+        if not m:
+            return ([], np.zeros(0, dtype=np.int64), np.empty((0, width)), np.zeros(0, dtype=np.int64), [],
+                    list(range(n_items)))
+        types, sources, ids, times, isvcs, bodies = zip(*map(_FIELDS, events))
+        ok = np.ones(m, dtype=bool)
+        if set(types) != {ev.KSERVE_REQUEST}:
+            ok &= np.fromiter(map(ev.KSERVE_REQUEST.__eq__, types), bool, m)
+        if "" in sources or "" in ids:
+            ok &= np.fromiter(map(bool, sources), bool, m) & np.fromiter(map(bool, ids), bool, m)
+        if not set(isvcs) <= {None, self.isvc}:
             ok &= np.fromiter((v is None or v == self.isvc for v in isvcs), bool, m)
-        if None in set(times):
+        if None in times:
             ok &= np.fromiter((v is not None for v in times), bool, m)
-        ms, good = parse_times([v if v is not None else "" for v in times])
+            times = [v if v is not None else "" for v in times]
+        ms, good = parse_times(times)
         ok &= good
-        instances = [b.instances for b in bodies]
+        instances = list(map(_INSTANCES, bodies))
         counts = np.fromiter(map(len, instances), np.int64, m)
-        ok &= counts > 0
-        if any(b.inputs is not msgspec.UNSET for b in bodies):
+        if set(map(_INPUTS, bodies)) != {msgspec.UNSET}:
             ok &= np.fromiter((b.inputs is msgspec.UNSET for b in bodies), bool, m)
-        rows = [r for rs in instances for r in rs]
-        widths = np.fromiter(map(len, rows), np.int64, len(rows))
-        owner = np.repeat(np.arange(m), counts)
-        bad_width = widths != self.width
-        if bad_width.any():
+        rows = list(chain.from_iterable(instances))
+        if set(map(len, rows)) == {width}:
+            matrix = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * width).reshape(len(rows), width)
+            owner = None
+        else:   # a row of the wrong width: its request takes the per-line path (and its message)
+            owner = np.repeat(np.arange(m), counts)
+            widths = np.fromiter(map(len, rows), np.int64, len(rows))
+            bad_width = widths != width
             ok[np.unique(owner[bad_width])] = False
-            rows = [r if w == self.width else [0.0] * self.width for r, w in zip(rows, widths.tolist())]
-        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
+            matrix = np.array([r if w == width else [0.0] * width for r, w in zip(rows, widths.tolist())],
+                              dtype=np.float64).reshape(len(rows), width)
+        ok &= counts > 0
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
+            owner = np.repeat(np.arange(m), counts) if owner is None else owner
             ok[np.unique(owner[~finite])] = False
-        if not ok.all():
-            keep_rows = ok[owner]
-            matrix = matrix[keep_rows]
-            typed[np.asarray(idx)[~ok]] = False
+        if ok.all():
+            return idx, ms, matrix, counts, list(zip(types, sources, ids)), \
+                (np.nonzero(~np.isin(np.arange(n_items), idx))[0].tolist() if m != n_items else [])
+        owner = np.repeat(np.arange(m), counts) if owner is None else owner
+        matrix = matrix[ok[owner]]
+        typed = np.zeros(n_items, dtype=bool)
+        typed[np.asarray(idx)[ok]] = True
         sel = np.nonzero(ok)[0].tolist()
-        lines = [idx[j] for j in sel]
-        keys = [(types[j], sources[j], ids[j]) for j in sel]
-        return lines, ms[ok], matrix, counts[ok], keys, np.nonzero(~typed)[0].tolist()
+        return ([idx[j] for j in sel], ms[ok], matrix, counts[ok], [(types[j], sources[j], ids[j]) for j in sel],
+                np.nonzero(~typed)[0].tolist())
 
     # ------------------------------------------------------------------ per-line path
     def _one(self, item, i: int, line_no: int, out: Decoded, recs: "_Records") -> None:
