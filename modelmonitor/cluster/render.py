@@ -27,6 +27,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from modelmonitor.cluster.gitops import dump_manifests, gitops_header, readable_json
+
 from modelmonitor.core import events
 from modelmonitor.core.spec import API_VERSION, KIND, MonitorSpec, SpecError, load_monitor, parse_monitor
 
@@ -265,7 +267,7 @@ def render_config_map(spec: MonitorSpec, owner_uid: str | None = None,
     if "configMapRef" not in ref:
         doc = baseline_document(spec, baseline_doc)
         if doc is not None:
-            data["baseline.json"] = json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+            data["baseline.json"] = readable_json(sorted_deep(doc))
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
     if size > CONFIGMAP_LIMIT:
         raise SpecError("spec.baseline", f"monitor and baseline take {size} bytes, more than a ConfigMap holds "
@@ -469,13 +471,17 @@ def dump_yaml(objects: Iterable[dict], header: str = "") -> str:
 
 def render_yaml(spec: MonitorSpec, image: str | None = DEFAULT_IMAGE, owner_uid: str | None = None,
                 baseline_doc: dict | None = None) -> str:
-    """:func:`render` as one YAML stream (what `modelmonitor render` prints)."""
-    return dump_yaml(render(spec, image, owner_uid, baseline_doc))
+    """:func:`render` as one YAML stream in manifest key order, multi-line strings as blocks."""
+    return dump_manifests(render(spec, image, owner_uid, baseline_doc))
 
 
 def render_monitor_file(path: str, image: str | None = None) -> str:
-    """Validate a ModelMonitor file and render it (a relative baseline file is read next to it)."""
-    return render_yaml(load_monitor(path), image or DEFAULT_IMAGE)
+    """Validate a ModelMonitor file and render it (a relative baseline file is read next to it),
+    with a header saying what to build, push and create before applying (`modelmonitor render`)."""
+    spec = load_monitor(path)
+    secret = dict(spec.redis_secret_ref or DEFAULT_REDIS_SECRET)
+    header = gitops_header(path, spec.name, [image or DEFAULT_IMAGE], (secret["name"], secret["key"]))
+    return header + render_yaml(spec, image or DEFAULT_IMAGE)
 
 
 # ---------------------------------------------------------------------------------------------
