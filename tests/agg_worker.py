@@ -60,9 +60,9 @@ def worker(monitor_doc, redis_url, rounds, out_path, acked_path, replica, barrie
     gc = GroupCommitter(commit)
 
     def handle(doc):
-        from cloudevents.http import CloudEvent
+        from modelmonitor.core.events import Event
         attrs = {k: v for k, v in doc.items() if k != "data"}
-        inst = ingest(mon, CloudEvent(attrs, doc["data"]), int(time.time() * 1000), check_skew=False)
+        inst = ingest(mon, Event(attrs, doc["data"]), int(time.time() * 1000), check_skew=False)
         status, ready = gc.submit(agg.encode(inst))
         with lock:
             acked.write(doc["id"] + "\n")

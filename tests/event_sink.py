@@ -11,12 +11,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cloudevents.http import CloudEvent, from_http
+from modelmonitor.core.events import Event
+from modelmonitor.runtime.wire import from_http
 
 
 class EventSink:
     def __init__(self):
-        self.calls: list[tuple[int, str, CloudEvent]] = []     # (status, path, event)
+        self.calls: list[tuple[int, str, Event]] = []     # (status, path, event)
         self.lock = threading.Lock()
         sink = self
 
@@ -42,7 +43,7 @@ class EventSink:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def answer(self, event: CloudEvent) -> tuple[int, bytes]:
+    def answer(self, event: Event) -> tuple[int, bytes]:
         """(status, body) for one request; called under ``self.lock``."""
         return 202, b""
 
@@ -50,16 +51,16 @@ class EventSink:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/"
 
-    def snapshot(self) -> list[tuple[int, str, CloudEvent]]:
+    def snapshot(self) -> list[tuple[int, str, Event]]:
         with self.lock:
             return list(self.calls)
 
     @property
-    def events(self) -> list[CloudEvent]:
+    def events(self) -> list[Event]:
         """The events answered with a 2xx, in arrival order."""
         return [e for s, _, e in self.snapshot() if s < 300]
 
-    def of_type(self, type_: str) -> list[CloudEvent]:
+    def of_type(self, type_: str) -> list[Event]:
         return [e for e in self.events if e["type"] == type_]
 
     def wait_for(self, predicate, timeout: float = 10.0):

@@ -1,6 +1,6 @@
 """The local broker against real function processes (parliament apps served by waitress).
 
-Toy subscribers live in tests/funcs/: echo (records, 202), replier (answers with a CloudEvent
+Toy subscribers live in tests/funcs/: echo (records, 202), replier (answers with a Event
 of another type), flaky (500 for the first N calls per event id), bad (always 400). Each runs
 as its own `python -m modelmonitor.runtime.serve` process on a loopback port and writes one
 JSON line per call to its own record file, which the tests read after `broker.wait_idle()`.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
+from modelmonitor.runtime.wire import to_binary, to_structured
+from modelmonitor.core.events import Event
 
 from modelmonitor.local import broker as broker_module
 from modelmonitor.local import procs as procs_module
@@ -51,10 +51,10 @@ def records_for(path: Path, ids: set[str]) -> list[dict]:
     return out
 
 
-def event(type_: str, id_: str | None = None, data=None, **extensions) -> CloudEvent:
+def event(type_: str, id_: str | None = None, data=None, **extensions) -> Event:
     attrs = {"type": type_, "source": "/tests/broker", "id": id_ or f"ev-{uuid.uuid4().hex[:12]}",
              "datacontenttype": "application/json", **extensions}
-    return CloudEvent(attrs, data if data is not None else {"n": 1})
+    return Event(attrs, data if data is not None else {"n": 1})
 
 
 def trigger(name: str, subscriber: dict, attributes: dict | None = None, filters=None,
@@ -136,7 +136,7 @@ def make_broker():
         b.stop(timeout=2.0, drain=False)
 
 
-def post(url: str, ev: CloudEvent, structured: bool = False) -> requests.Response:
+def post(url: str, ev: Event, structured: bool = False) -> requests.Response:
     headers, body = (to_structured if structured else to_binary)(ev)
     return requests.post(url, data=body, headers=headers, timeout=5)
 
@@ -292,7 +292,7 @@ def test_docstring_examples_hold():
 # ---------------------------------------------------------------------------------------------
 
 def test_binary_and_structured_events_are_delivered(funcs, make_broker):
-    seen: list[CloudEvent] = []
+    seen: list[Event] = []
     lock = threading.Lock()
 
     def on_event(ev):

@@ -38,8 +38,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
+from modelmonitor.runtime.wire import to_binary
+from modelmonitor.core.events import Event
 
 from event_sink import EventSink
 from modelmonitor.core import events as ev
@@ -61,7 +61,7 @@ MONITOR = "iris"
 # ---------------------------------------------------------------------------------------------
 
 class Recorder(EventSink):
-    """Records every POSTed CloudEvent with the status it answered: 500 for the first
+    """Records every POSTed Event with the status it answered: 500 for the first
     `fail_first` requests (or for all with `fail_always`), 202 otherwise."""
 
     FAIL_BODY = b"subscriber is down for maintenance"
@@ -128,18 +128,18 @@ class Live:
         failing = user_trigger(tmp / "failing-trigger.yaml", "drift-to-failing", self.failing.url,
                                {"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT0.05S",
                                 "deadLetterSink": {"uri": self.dls.url}})
-        self.seen: list[CloudEvent] = []
+        self.seen: list[Event] = []
         self.lock = threading.Lock()
         self.run = LocalRun(str(self.monitor), port=0, subscribe=[str(flaky), str(failing)],
                             tick_seconds=3600.0, on_event=self._record, log_dir=str(tmp / "logs"))
         first = (time.time_ns() // 1_000_000 - 4 * 3600 * 1000) // 60_000 * 60_000
         self._epochs = iter(range(first, first + 10**9, 20 * 60_000))
 
-    def _record(self, event: CloudEvent) -> None:
+    def _record(self, event: Event) -> None:
         with self.lock:
             self.seen.append(event)
 
-    def events(self, type_: str) -> list[CloudEvent]:
+    def events(self, type_: str) -> list[Event]:
         with self.lock:
             return [e for e in self.seen if e["type"] == type_]
 
@@ -211,7 +211,7 @@ def send(url: str, docs: list[dict], threads: int = 4, on_progress=None) -> None
                 return
             try:
                 attrs = {k: v for k, v in doc.items() if k != "data"}
-                headers, body = to_binary(CloudEvent(attrs, doc["data"]))
+                headers, body = to_binary(Event(attrs, doc["data"]))
                 resp = session.post(url, data=body, headers=headers, timeout=30)
                 if resp.status_code != 202:
                     errors.append(f"event {i}: HTTP {resp.status_code} {resp.text}")
@@ -477,7 +477,7 @@ def test_modelmonitor_run_subprocess_starts_serves_and_stops_on_ctrl_c(tmp_path)
             # One at a time through the pipeline: the ingest Trigger is unordered, and events
             # overtaking each other by more than the watermark delay would be late.
             before = aggregated()
-            event = CloudEvent({"type": ev.KSERVE_REQUEST, "source": "http://localhost:9081/",
+            event = Event({"type": ev.KSERVE_REQUEST, "source": "http://localhost:9081/",
                                 "id": str(uuid.uuid4()), "time": ev.ms_to_rfc3339(t),
                                 "datacontenttype": "application/json", "inferenceservicename": "iris"},
                                {"instances": rows})

@@ -78,7 +78,7 @@ def test_alert_counts_only_features_the_window_could_judge():
     from modelmonitor.core.baseline import load_baseline
     from modelmonitor.core.spec import load_monitor
     from modelmonitor.handlers import MemoryAlertState, Monitor, measure
-    from cloudevents.http import CloudEvent
+    from modelmonitor.core.events import Event
     spec = load_monitor(os.path.join(IRIS, "monitor.yaml"))
     baseline = load_baseline(os.path.join(IRIS, "baseline.json"))
     assert [p.name for p in spec.predictions] == ["prediction"]
@@ -95,7 +95,7 @@ def test_alert_counts_only_features_the_window_could_judge():
         features["prediction"] = {"count": 0, "histogram": {"edges": [0.0, 1.0], "counts": [0, 0, 0]}}
         data = {"monitor": "iris", "window": {"startMs": start, "endMs": start + 15_000}, "count": 200,
                 "late": 0, "closedAtMs": start + 15_000, "features": features}
-        event = CloudEvent({"type": ev.WINDOW_CLOSED, "source": "/t", "id": f"w{k}", "monitor": "iris"}, data)
+        event = Event({"type": ev.WINDOW_CLOSED, "source": "/t", "id": f"w{k}", "monitor": "iris"}, data)
         out = measure(mon, event, start + 15_010, state)
         reasons += [e.data["reason"] for e in out if e["type"] == ev.DRIFT_DETECTED]
         severities = [e.data["severity"] for e in out if e["type"] == ev.DRIFT_DETECTED]

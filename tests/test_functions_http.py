@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent, from_http
+from modelmonitor.runtime.wire import to_binary, to_structured
+from modelmonitor.core.events import Event
+from modelmonitor.runtime.wire import from_http
 
 from event_sink import EventSink
 from modelmonitor.core import events as ev
@@ -44,7 +45,7 @@ IDLE_MS = 1000            # 1 s idle timeout
 # ---------------------------------------------------------------------------------------------
 
 class Recorder(EventSink):
-    """Records every CloudEvent POSTed to it and answers 202; while `refuse[type]` is
+    """Records every Event POSTed to it and answers 202; while `refuse[type]` is
     positive, events of that type are answered 500 instead."""
 
     def __init__(self):
@@ -116,7 +117,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def logger_event(data, *, response=False, id_=None, time_ms=None, isvc="iris", **extensions) -> CloudEvent:
+def logger_event(data, *, response=False, id_=None, time_ms=None, isvc="iris", **extensions) -> Event:
     """A KServe payload-logger event as the logger sends it (binary mode on the wire)."""
     attrs = {"type": ev.KSERVE_RESPONSE if response else ev.KSERVE_REQUEST, "source": LOGGER_SOURCE,
              "id": id_ or str(uuid.uuid4()), "datacontenttype": "application/json",
@@ -125,15 +126,15 @@ def logger_event(data, *, response=False, id_=None, time_ms=None, isvc="iris", *
     if time_ms is not False:
         attrs["time"] = ev.ms_to_rfc3339(now_ms() - 1000 if time_ms is None else time_ms)
     attrs.update(extensions)
-    return CloudEvent(attrs, data)
+    return Event(attrs, data)
 
 
-def post(url: str, event: CloudEvent, structured: bool = False, body: bytes | None = None) -> requests.Response:
+def post(url: str, event: Event, structured: bool = False, body: bytes | None = None) -> requests.Response:
     headers, data = (to_structured if structured else to_binary)(event)
     return requests.post(url, data=data if body is None else body, headers=headers, timeout=15)
 
 
-def reply_event(resp: requests.Response) -> CloudEvent:
+def reply_event(resp: requests.Response) -> Event:
     """The reply of a 200 answer, which must be in binary mode (ce-* headers, JSON body)."""
     assert resp.status_code == 200, resp.text
     assert resp.headers.get("ce-specversion") == "1.0", dict(resp.headers)
@@ -141,25 +142,25 @@ def reply_event(resp: requests.Response) -> CloudEvent:
     return from_http(dict(resp.headers), resp.content)
 
 
-def instances_event(t: int, rows, request_id: str | None = None, kind: str = "request") -> CloudEvent:
+def instances_event(t: int, rows, request_id: str | None = None, kind: str = "request") -> Event:
     """An io.modelmonitor.inference.instances event as ingest emits it (docs/events.md)."""
     request_id = request_id or str(uuid.uuid4())
     data = {"monitor": "iris", "requestId": request_id, "kind": kind, "eventTime": ev.ms_to_rfc3339(t),
             "eventTimeMs": t, "features": FEATURES if kind == "request" else ["prediction"],
             "instances": rows, "loggerType": ev.KSERVE_REQUEST, "loggerSource": LOGGER_SOURCE}
-    return CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
+    return Event({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
                        "id": f"iris/{kind}/{request_id}/0123456789abcdef",
                        "datacontenttype": "application/json", "monitor": "iris"}, data)
 
 
-def ping_event() -> CloudEvent:
+def ping_event() -> Event:
     """What the PingSource `iris-tick` sends."""
-    return CloudEvent({"type": ev.PING, "source": "/apis/v1/namespaces/default/pingsources/iris-tick",
+    return Event({"type": ev.PING, "source": "/apis/v1/namespaces/default/pingsources/iris-tick",
                        "id": str(uuid.uuid4()), "datacontenttype": "application/json", "monitor": "iris"},
                       {"monitor": "iris"})
 
 
-def windows_closed(sink: Recorder, start_ms: int) -> list[CloudEvent]:
+def windows_closed(sink: Recorder, start_ms: int) -> list[Event]:
     return [e for e in sink.of_type(ev.WINDOW_CLOSED) if e.data["window"]["startMs"] == start_ms]
 
 
@@ -175,7 +176,7 @@ def metric_value(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-def rejected_for(sink: Recorder, original_id) -> list[CloudEvent]:
+def rejected_for(sink: Recorder, original_id) -> list[Event]:
     return [e for e in sink.of_type(ev.DEAD_LETTER) if e.data["originalId"] == original_id]
 
 
@@ -471,7 +472,7 @@ def test_aggregate_answers_503_while_redis_is_down_and_recovers(funcs, sink, red
 # drift
 # ---------------------------------------------------------------------------------------------
 
-def window_closed_event(start: int, rows: np.ndarray) -> CloudEvent:
+def window_closed_event(start: int, rows: np.ndarray) -> Event:
     """A window.closed event for `rows` (counts over the baseline bins, as aggregate emits)."""
     bfeat = baseline_doc()["features"]
     features = {}
@@ -488,7 +489,7 @@ def window_closed_event(start: int, rows: np.ndarray) -> CloudEvent:
                                           "end": ev.ms_to_rfc3339(end)},
             "count": len(rows), "late": 0, "watermarkMs": end, "closedAtMs": now_ms(), "features": features,
             "covariance": None, "correlation": None}
-    return CloudEvent({"type": ev.WINDOW_CLOSED, "source": "/modelmonitor/default/iris/aggregate",
+    return Event({"type": ev.WINDOW_CLOSED, "source": "/modelmonitor/default/iris/aggregate",
                        "id": f"iris/{start}/{end}", "datacontenttype": "application/json", "monitor": "iris"},
                       data)
 
@@ -580,7 +581,7 @@ def test_drift_alert_survives_a_broker_that_refuses_it_once(funcs, sink):
 
 
 def test_drift_rejects_a_window_without_features(funcs, sink):
-    bad = CloudEvent({"type": ev.WINDOW_CLOSED, "source": "/modelmonitor/default/iris/aggregate",
+    bad = Event({"type": ev.WINDOW_CLOSED, "source": "/modelmonitor/default/iris/aggregate",
                       "id": f"iris/bad/{uuid.uuid4()}", "datacontenttype": "application/json", "monitor": "iris"},
                      {"monitor": "iris", "count": 3})
     resp = post(funcs["drift"].url, bad)

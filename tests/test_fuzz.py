@@ -7,7 +7,7 @@ real function processes.
     ``pipeline.ingest_rows`` and the handlers of outlier, aggregate and drift: each either gives
     rows of the right width with finite floats (and event data that passes the published JSON
     Schema) or raises PayloadError / Rejected with a non-empty reason; never another exception.
-(b) HTTP: generated binary-mode, structured-mode and non-CloudEvent requests with random headers
+(b) HTTP: generated binary-mode, structured-mode and non-Event requests with random headers
     and bodies against a real ingest function process (parliament, waitress) get 200, 202, 400 or
     413, never 500; a 400 carries the reason and sends one dead letter to K_SINK (a recording
     server); the process stays alive and ready. The same requests at the local broker's ingress
@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent, from_http
+from modelmonitor.runtime.wire import to_binary, to_structured
+from modelmonitor.core.events import Event
+from modelmonitor.runtime.wire import from_http
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -307,7 +308,7 @@ def instances_events(draw, mon: Monitor):
     etype = draw(st.sampled_from([ev.INSTANCES] * 6 + [ev.WINDOW_CLOSED, "x"]))
     if draw(st.integers(0, 9)) == 0:
         data = json.dumps(data)  # data as a JSON string (structured mode with string data)
-    return CloudEvent({"type": etype, "source": "/fuzz", "id": f"{mon.name}/request/{draw(st.integers(0, 50))}/x"},
+    return Event({"type": etype, "source": "/fuzz", "id": f"{mon.name}/request/{draw(st.integers(0, 50))}/x"},
                       data)
 
 
@@ -362,7 +363,7 @@ def window_events(draw, mon: Monitor):
     if draw(st.integers(0, 5)) == 0:
         data = draw(json_values)
     etype = draw(st.sampled_from([ev.WINDOW_CLOSED] * 5 + [ev.INSTANCES]))
-    return CloudEvent({"type": etype, "source": "/fuzz", "id": "w"}, data)
+    return Event({"type": etype, "source": "/fuzz", "id": "w"}, data)
 
 
 @settings(max_examples=500, **SETTINGS)
@@ -544,7 +545,7 @@ def test_ingest_function_over_http_never_answers_500(ingest_function, monitors):
 
 @pytest.mark.parametrize("headers", [
     {"content-type": "application/cloudevents+json"},                      # structured mode
-    {"content-type": "application/json"},                                  # no CloudEvent at all
+    {"content-type": "application/json"},                                  # no Event at all
 ], ids=["structured", "plain"])
 def test_broker_ingress_answers_400_to_json_nested_too_deeply(headers):
     """Found by the fuzzer below: JSON nested deeper than the parser's recursion limit must be
@@ -567,7 +568,7 @@ def test_broker_ingress_answers_400_to_json_nested_too_deeply(headers):
 
 def test_broker_ingress_answers_every_generated_request():
     """The same generated requests at the local broker's ingress: 202 (queued), 400 (not a
-    CloudEvent, with the reason) or 413, never an error or a dropped connection; it keeps
+    Event, with the reason) or 413, never an error or a dropped connection; it keeps
     serving, and only what it answered 202 to was accepted."""
     from modelmonitor.local.broker import LocalBroker
     broker = LocalBroker([], max_body_bytes=MAX_BODY).start()
@@ -643,7 +644,7 @@ def aggregate_cases(draw, clock: list):
         data["kind"] = draw(st.sampled_from(["predict", "", None, 3]))
     elif mutation == "not-json":
         raw = b"{not json"
-    event = CloudEvent({"type": etype, "source": "/modelmonitor/default/iris/ingest", "id": ident,
+    event = Event({"type": etype, "source": "/modelmonitor/default/iris/ingest", "id": ident,
                         "datacontenttype": "application/json"}, data)
     structured = draw(st.booleans())
     headers, body = (to_structured if structured else to_binary)(event)
@@ -688,7 +689,7 @@ def test_aggregate_function_windows_equal_the_reference_over_valid_events(aggreg
 
     def send_instances(request_id: str, t: int, rows: list) -> None:
         ident = f"iris/request/{request_id}/fuzz"
-        event = CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest", "id": ident},
+        event = Event({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest", "id": ident},
                            {"monitor": "iris", "requestId": request_id, "kind": "request",
                             "eventTime": ev.ms_to_rfc3339(t), "eventTimeMs": t,
                             "features": list(FEATURES), "instances": rows})

@@ -134,7 +134,7 @@ def test_tick_does_not_idle_advance_over_a_backlog_the_store_could_not_take(tmp_
     """Unit level, real Redis: after an apply failed (store down), ticks leave the watermark
     alone until the backlog is applied, even once the store is back and idleTimeout has passed;
     then idleness counts from the backlog's apply again."""
-    from cloudevents.http import CloudEvent
+    from modelmonitor.core.events import Event
 
     from modelmonitor.handlers import Aggregator, Monitor
     server = RedisServer(durable=True).start()
@@ -144,8 +144,8 @@ def test_tick_does_not_idle_advance_over_a_backlog_the_store_could_not_take(tmp_
         agg = Aggregator.for_client(mon, client)
         t0 = now_ms()
 
-        def instances(i: int, t: int) -> CloudEvent:
-            return CloudEvent({"type": ev.INSTANCES, "source": "/t", "id": f"iris/request/{i}/x"},
+        def instances(i: int, t: int) -> Event:
+            return Event({"type": ev.INSTANCES, "source": "/t", "id": f"iris/request/{i}/x"},
                               {"monitor": "iris", "eventTimeMs": t, "features": list(mon.inputs.names),
                                "instances": [[5.0, 3.0, 1.5, 0.2]]})
 

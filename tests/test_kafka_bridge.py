@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
+from modelmonitor.runtime.wire import to_binary
+from modelmonitor.core.events import Event
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from modelmonitor.local import kafka_bridge
@@ -78,8 +78,8 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0)
         consumer.close()
 
 
-def logger_event(id_: str) -> CloudEvent:
-    return CloudEvent({"type": "org.kubeflow.serving.inference.request",
+def logger_event(id_: str) -> Event:
+    return Event({"type": "org.kubeflow.serving.inference.request",
                        "source": "http://localhost:9081/", "id": id_,
                        "datacontenttype": "application/json", "inferenceservicename": "iris",
                        "component": "predictor"},
@@ -92,7 +92,7 @@ def test_kafka_message_round_trip_keeps_attributes_and_data():
              ({"datacontenttype": "application/octet-stream"}, b"\x00\x01\xff")]
     for mode in ("binary", "structured"):
         for extra, data in cases:
-            ev = CloudEvent({"type": "t", "source": "/s", "id": "1", "monitor": "iris",
+            ev = Event({"type": "t", "source": "/s", "id": "1", "monitor": "iris",
                              "partitionkey": "iris", **extra}, data)
             msg = event_to_kafka(ev, mode)
             assert msg.key == b"iris"
@@ -134,7 +134,7 @@ def test_logger_events_from_a_topic_are_delivered_to_subscribers(bootstrap, echo
             ("ce_type", b"org.kubeflow.serving.inference.request"),
             ("ce_source", b"http://localhost:9081/"), ("ce_inferenceservicename", b"iris"),
             ("content-type", b"application/json")]).get(10)
-        # ... a structured one, and a record that is no CloudEvent at all.
+        # ... a structured one, and a record that is no Event at all.
         producer.send(topic, **_record(event_to_kafka(logger_event("k-struct"), "structured"))).get(10)
         producer.send(topic, value=b"garbage").get(10)
         ingress.start()
@@ -228,13 +228,13 @@ spec:
     broker = LocalBroker(loaded, {})
     # The YAML names the cluster's Kafka; locally the same sinks point at the mock broker.
     writers = register_kafka_sinks(broker, loaded.kafka_sinks, bootstrap=bootstrap)
-    window = CloudEvent({"type": "io.modelmonitor.window.closed", "source": "/m/iris/aggregate",
+    window = Event({"type": "io.modelmonitor.window.closed", "source": "/m/iris/aggregate",
                          "id": "iris/0/15000", "datacontenttype": "application/json",
                          "monitor": "iris"}, {"monitor": "iris", "count": 42})
-    drift = CloudEvent({"type": "io.modelmonitor.drift.measured", "source": "/m/iris/drift",
+    drift = Event({"type": "io.modelmonitor.drift.measured", "source": "/m/iris/drift",
                         "id": "iris/0/15000/drift", "datacontenttype": "application/json",
                         "monitor": "iris"}, {"monitor": "iris", "features": {}})
-    other = CloudEvent({"type": "io.modelmonitor.window.closed", "source": "/m/wine/aggregate",
+    other = Event({"type": "io.modelmonitor.window.closed", "source": "/m/wine/aggregate",
                         "id": "wine/0/15000", "monitor": "wine"}, {"monitor": "wine"})
     try:
         broker.start()
@@ -278,7 +278,7 @@ def test_kafka_sink_failure_is_dead_lettered_by_the_broker(bootstrap, echo):
                  "delivery": {"retry": 1, "backoffDelay": "PT0.05S",
                               "deadLetterSink": {"uri": echo.url}}}}]), {})
     broker.add_sink_subscriber("k", None, writer)
-    ev = CloudEvent({"type": "test.kafka.dead", "source": "/t", "id": f"d-{uuid.uuid4().hex[:6]}"},
+    ev = Event({"type": "test.kafka.dead", "source": "/t", "id": f"d-{uuid.uuid4().hex[:6]}"},
                     {"x": 1})
     try:
         broker.start()

@@ -25,8 +25,8 @@ import pytest
 import redis
 import requests
 import yaml
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
+from modelmonitor.runtime.wire import to_binary
+from modelmonitor.core.events import Event
 
 from live_stack import FEATURES, ROOT, Recorder, logger_body, logger_headers, now_ms, wait_until, write_monitor
 from modelmonitor.core import events as ev
@@ -126,8 +126,8 @@ class _Sink:
         self.server.server_close()
 
 
-def _instances(i: int, t: int) -> CloudEvent:
-    return CloudEvent({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
+def _instances(i: int, t: int) -> Event:
+    return Event({"type": ev.INSTANCES, "source": "/modelmonitor/default/iris/ingest",
                        "id": f"iris/request/{i}/x", "monitor": "iris", "datacontenttype": "application/json"},
                       {"monitor": "iris", "requestId": str(i), "kind": "request", "eventTime": ev.ms_to_rfc3339(t),
                        "eventTimeMs": t, "features": FEATURES, "instances": [[5.0, 3.0, 1.5, 0.2]]})
@@ -152,7 +152,7 @@ def test_function_logs_answers_and_metrics_never_contain_the_redis_password(tmp_
             p.wait_ready()
         session = requests.Session()
 
-        def post(role: str, event: CloudEvent) -> int:
+        def post(role: str, event: Event) -> int:
             headers, body = to_binary(event)
             resp = session.post(procs[role].url, data=body, headers=headers, timeout=30)
             bodies.append(resp.text + json.dumps(dict(resp.headers)))
@@ -165,15 +165,15 @@ def test_function_logs_answers_and_metrics_never_contain_the_redis_password(tmp_
         window = {"monitor": "iris", "window": {"startMs": 0, "endMs": 2000, "start": ev.ms_to_rfc3339(0),
                                                 "end": ev.ms_to_rfc3339(2000)},
                   "count": 1, "late": 0, "watermarkMs": 2000, "closedAtMs": t0, "features": {}}
-        post("drift", CloudEvent({"type": ev.WINDOW_CLOSED, "source": "/t", "id": "w1", "monitor": "iris"}, window))
-        tick = CloudEvent({"type": ev.PING, "source": "/t", "id": "tick-1", "monitor": "iris"}, {"monitor": "iris"})
+        post("drift", Event({"type": ev.WINDOW_CLOSED, "source": "/t", "id": "w1", "monitor": "iris"}, window))
+        tick = Event({"type": ev.PING, "source": "/t", "id": "tick-1", "monitor": "iris"}, {"monitor": "iris"})
         post("aggregate", tick)
         # Up again, but with another password: the functions' AUTH is refused.
         other = RedisServer(port=server.port, directory=server.directory, durable=True, password="another-one").start()
         try:
             status = post("aggregate", _instances(3, t0 + 20))
             assert status in (500, 503)
-            post("drift", CloudEvent({"type": ev.WINDOW_CLOSED, "source": "/t", "id": "w2", "monitor": "iris"}, window))
+            post("drift", Event({"type": ev.WINDOW_CLOSED, "source": "/t", "id": "w2", "monitor": "iris"}, window))
             time.sleep(2.5)                                              # the closer loop retries and logs
         finally:
             other.stop()

@@ -1,4 +1,9 @@
-"""Event contracts: CloudEvent types, deterministic ids and builders (DESIGN sections 1 and 4).
+"""Event contracts: the domain's event type, CloudEvent types, deterministic ids and builders.
+
+The domain (handlers, detectors, statistics, windows) works on :class:`Event`: context
+attributes and data, nothing else. The CloudEvents SDK is used only at the edges (the function
+runtime, the local broker, the Kafka bridge, replay), which convert through
+``modelmonitor.runtime.wire``.
 
 Version policy: a type without suffix is version 1. A change that removes or renames a data
 field, or changes a field's meaning, ships under a new type with a `.v2` suffix, and both are
@@ -14,9 +19,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from typing import Any
-
-from cloudevents.http import CloudEvent
+import uuid
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 # What the KServe payload logger sends.
 KSERVE_REQUEST = "org.kubeflow.serving.inference.request"
@@ -36,6 +41,93 @@ DEAD_LETTER = "io.modelmonitor.event.rejected"
 EMITTED_TYPES = (INSTANCES, OUTLIER_DETECTED, WINDOW_CLOSED, DRIFT_MEASURED, DRIFT_DETECTED,
                  LATE_INSTANCES, DEAD_LETTER)
 SCHEMA_BASE = "https://modelmonitor.io/schemas/"
+
+
+class Event:
+    """One CloudEvent as the domain sees it: context attributes (``type``, ``source``, ``id``,
+    ``specversion`` and the optional ones as strings; extensions as strings or JSON scalars)
+    and ``data`` (a JSON value, ``str`` or ``bytes``).
+
+    It reads like a mapping of its attributes (``e["type"]``, ``e.get("monitor")``, ``"time" in
+    e``, iteration over attribute names, ``e["time"] = ...``), with ``e.data`` for the payload,
+    the way the CloudEvents SDK 1.x event did, so code written against that keeps working.
+    ``specversion`` defaults to 1.0 and ``id`` to a new UUID; no ``time`` is invented.
+
+    >>> e = Event({"type": "t", "source": "/s", "id": "1", "monitor": "m"}, {"a": 1})
+    >>> e["type"], e.get("monitor"), e.get("subject"), e.data, sorted(e)
+    ('t', 'm', None, {'a': 1}, ['id', 'monitor', 'source', 'specversion', 'type'])
+    >>> Event({"source": "/s"})
+    Traceback (most recent call last):
+    ...
+    ValueError: CloudEvent attribute 'type' is missing or empty
+    """
+
+    __slots__ = ("_attributes", "data")
+
+    def __init__(self, attributes: Mapping[str, Any], data: Any = None):
+        attrs = {k: v for k, v in attributes.items() if v is not None}
+        for key in ("type", "source"):
+            if not isinstance(attrs.get(key), str) or not attrs[key]:
+                raise ValueError(f"CloudEvent attribute '{key}' is missing or empty")
+        if "id" not in attrs:
+            attrs["id"] = str(uuid.uuid4())
+        attrs.setdefault("specversion", "1.0")
+        self._attributes = attrs
+        self.data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._attributes[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in ("type", "source", "id", "specversion") and (not isinstance(value, str) or not value):
+            raise ValueError(f"CloudEvent attribute '{key}' must be a non-empty string")
+        self._attributes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in ("type", "source", "id", "specversion"):
+            raise ValueError(f"CloudEvent attribute '{key}' is required")
+        del self._attributes[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._attributes.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._attributes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The attributes, as a read-only view."""
+        return MappingProxyType(self._attributes)
+
+    def get_attributes(self) -> Mapping[str, Any]:
+        """Same as :attr:`attributes` (the SDK's spelling)."""
+        return MappingProxyType(self._attributes)
+
+    def with_attributes(self, **changes: Any) -> "Event":
+        """A copy with some attributes set (None removes one); the data is shared.
+
+        >>> Event({"type": "t", "source": "/s", "id": "1"}).with_attributes(id="2", x="y")["id"]
+        '2'
+        """
+        attrs = dict(self._attributes)
+        attrs.update(changes)
+        return Event(attrs, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._attributes == other._attributes and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]  # mutable data: not hashable
+
+    def __repr__(self) -> str:
+        return f"Event({self._attributes!r}, {self.data!r})"
 
 
 def source_for(monitor: str, role: str, namespace: str = "default") -> str:
@@ -118,7 +210,7 @@ def rfc3339_to_ms(value: str) -> int:
 
 
 def make_event(type_: str, monitor: str, id_: str, data: Any, *, source: str | None = None,
-               time_ms: int | None = None, extensions: dict | None = None) -> CloudEvent:
+               time_ms: int | None = None, extensions: dict | None = None) -> Event:
     """A derived ModelMonitor event: JSON data, `monitor` extension, deterministic id."""
     attrs = {
         "type": type_,
@@ -132,7 +224,7 @@ def make_event(type_: str, monitor: str, id_: str, data: Any, *, source: str | N
         attrs["time"] = ms_to_rfc3339(time_ms)
     if extensions:
         attrs.update(extensions)
-    return CloudEvent(attrs, data)
+    return Event(attrs, data)
 
 
 RECEIVED_AT = "brokerreceivedms"
@@ -141,7 +233,7 @@ clock (Unix ms) at which the local broker accepted it. Only events carrying it g
 latencies in ``modelmonitor report``; a replay's output has none (its clock is event time)."""
 
 
-def to_json_line(event: CloudEvent, received_ms: int | None = None) -> str:
+def to_json_line(event: Event, received_ms: int | None = None) -> str:
     """Structured-mode JSON of an event on one line (what replay and the demo write); with
     ``received_ms``, the :data:`RECEIVED_AT` attribute records when a broker accepted it."""
     doc = {k: v for k, v in event.get_attributes().items()}
@@ -151,7 +243,7 @@ def to_json_line(event: CloudEvent, received_ms: int | None = None) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=False, allow_nan=False)
 
 
-def from_json_doc(doc: dict) -> CloudEvent:
+def from_json_doc(doc: dict) -> Event:
     """A CloudEvent from a structured-mode JSON document (data may be JSON or data_base64)."""
     if not isinstance(doc, dict):
         raise ValueError("a structured CloudEvent must be a JSON object")
@@ -165,4 +257,4 @@ def from_json_doc(doc: dict) -> CloudEvent:
         data: Any = base64.b64decode(doc["data_base64"])
     else:
         data = doc.get("data")
-    return CloudEvent(attrs, data)
+    return Event(attrs, data)

@@ -156,7 +156,7 @@ def validate_event_data(event_type: str, data: Any) -> None:
 def validate_event(event: Any) -> None:
     """Validate a whole emitted CloudEvent: attributes and data.
 
-    ``event`` is a structured-mode JSON document (a dict) or a ``cloudevents`` ``CloudEvent``.
+    ``event`` is a structured-mode JSON document (a dict) or an :class:`~modelmonitor.core.events.Event`.
     Checks that the type has a schema, ``source`` is ``/modelmonitor/<ns>/<monitor>/<role>``,
     the ``monitor`` extension equals ``data.monitor`` and names the same monitor as the source,
     ``dataschema`` is the type's schema URL, ``datacontenttype`` is JSON, ``id`` is not empty.

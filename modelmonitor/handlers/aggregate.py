@@ -9,7 +9,7 @@ import uuid
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.backoff import parse_duration, total_backoff
@@ -59,7 +59,7 @@ class Aggregator:
                             delay_ms=w.watermark_delay_ms, **kwargs)
         return cls(mon, store)
 
-    def encode(self, event: CloudEvent) -> PendingRequest:
+    def encode(self, event: Event) -> PendingRequest:
         """Validate and pack one instances event (pure: no Redis)."""
         data, layout = check_instances(self.mon, event)
         num = _pack_numeric_rows(data["instances"]) if not layout.categorical else None
@@ -85,7 +85,7 @@ class Aggregator:
         self.failing_since_ms = None
         return result
 
-    def late_event(self, event: CloudEvent, status: str, watermark_ms: int | None) -> CloudEvent | None:
+    def late_event(self, event: Event, status: str, watermark_ms: int | None) -> Event | None:
         """The optional ``instances.late`` event for a request that was late for some window."""
         if not self.mon.spec.late_events or not status.startswith("late:"):
             return None
@@ -94,7 +94,7 @@ class Aggregator:
                                    len(data["instances"]), status, watermark_ms)
 
     def late_event_for(self, inst_id: str, request_id, t: int, n: int, status: str,
-                       watermark_ms: int | None) -> CloudEvent | None:
+                       watermark_ms: int | None) -> Event | None:
         if not self.mon.spec.late_events or not status.startswith("late:"):
             return None
         d = self.mon.spec.window.duration_ms
@@ -124,7 +124,7 @@ class Aggregator:
             return 0
         return self.store.tick(now_ms, idle)[1]
 
-    def close_ready(self, now_ms: int, emit: Callable[[CloudEvent], None], limit: int = 64) -> int:
+    def close_ready(self, now_ms: int, emit: Callable[[Event], None], limit: int = 64) -> int:
         """Close sealed windows: claim (lease), compute, emit, then free. ``emit`` must raise
         if the event could not be sent; the window is then released for a later retry.
         Afterwards (whatever happened) the open / ready window gauges are refreshed."""
@@ -147,7 +147,7 @@ class Aggregator:
         metrics.WINDOWS_OPEN.set(n_open)
         metrics.WINDOWS_READY.set(n_ready)
 
-    def _close_ready(self, now_ms: int, emit: Callable[[CloudEvent], None], limit: int) -> int:
+    def _close_ready(self, now_ms: int, emit: Callable[[Event], None], limit: int) -> int:
         closed = 0
         while True:
             claims = self.store.claim(self.token, limit)
@@ -165,7 +165,7 @@ class Aggregator:
             if len(claims) < limit:
                 return closed
 
-    def window_event(self, claim, now_ms: int) -> CloudEvent:
+    def window_event(self, claim, now_ms: int) -> Event:
         stored = self.store.read(claim)
         record = self.finalize(stored)
         mon = self.mon

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.detect.drift import evaluate_alert, measure_drift
@@ -57,7 +57,7 @@ def _features_with_data(mon: Monitor, window_features: dict) -> int:
     return count
 
 
-def measure(mon: Monitor, event: CloudEvent, now_ms: int, alert_state) -> list[CloudEvent]:
+def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]:
     """``drift.measured`` for a closed window, plus ``drift.detected`` when the alert policy fires."""
     data = event_data(event, ev.WINDOW_CLOSED)
     if not isinstance(data.get("window"), dict) or not isinstance(data.get("features"), dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.payloads import PayloadError, parse_request, parse_response
@@ -73,7 +73,7 @@ def ingest_rows(mon: Monitor, attrs, data, now_ms: int, *, check_skew: bool = Tr
                      etype, source)
 
 
-def ingest(mon: Monitor, event: CloudEvent, now_ms: int, *, check_skew: bool = True) -> CloudEvent | None:
+def ingest(mon: Monitor, event: Event, now_ms: int, *, check_skew: bool = True) -> Event | None:
     """A KServe logger event as an ``inference.instances`` event (or None, see ingest_rows)."""
     inst = ingest_rows(mon, event, event.data, now_ms, check_skew=check_skew)
     if inst is None:

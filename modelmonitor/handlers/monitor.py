@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
@@ -121,7 +121,7 @@ class Monitor:
 
 
 
-def event_data(event: CloudEvent, expected_type: str) -> dict:
+def event_data(event: Event, expected_type: str) -> dict:
     """The JSON object data of a derived event of the expected type, or :class:`Rejected`."""
     if event["type"] != expected_type:
         raise Rejected(f"event type {event['type']!r} is not {expected_type}")
@@ -136,7 +136,7 @@ def event_data(event: CloudEvent, expected_type: str) -> dict:
     return data
 
 
-def check_instances(mon: Monitor, event: CloudEvent) -> tuple[dict, Layout]:
+def check_instances(mon: Monitor, event: Event) -> tuple[dict, Layout]:
     """The data of an ``inference.instances`` event, checked against this monitor's layout."""
     data = event_data(event, ev.INSTANCES)
     kind = data.get("kind", "request")
@@ -170,8 +170,8 @@ def window_info(start_ms: int, end_ms: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- dead letters
-def dead_letter(mon_name: str, role: str, reason: str, original: CloudEvent | None = None,
-                raw: bytes | None = None, namespace: str = "default") -> CloudEvent:
+def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = None,
+                raw: bytes | None = None, namespace: str = "default") -> Event:
     """``event.rejected``: what was refused, by whom, and why (with the original, truncated)."""
     if original is not None:
         # Attributes as strings (a structured-mode event may carry a number where a string belongs).

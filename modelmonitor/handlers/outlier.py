@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.handlers.monitor import (Monitor, check_instances,
     _split)
-def outliers(mon: Monitor, event: CloudEvent, now_ms: int) -> CloudEvent | None:
+def outliers(mon: Monitor, event: Event, now_ms: int) -> Event | None:
     """One ``outlier.detected`` event listing every flagged value of the request, or None."""
     if mon.outlier_detector is None:
         return None
@@ -22,7 +22,7 @@ def outliers(mon: Monitor, event: CloudEvent, now_ms: int) -> CloudEvent | None:
     return outlier_event(mon, event["id"], data.get("requestId"), data["eventTimeMs"], found, now_ms)
 
 
-def outlier_event(mon: Monitor, inst_id: str, request_id, t: int, found: list, now_ms: int) -> CloudEvent:
+def outlier_event(mon: Monitor, inst_id: str, request_id, t: int, found: list, now_ms: int) -> Event:
     out = {"monitor": mon.name, "requestId": request_id, "eventTimeMs": t, "detectedAtMs": now_ms,
            "outliers": found}
     return ev.make_event(ev.OUTLIER_DETECTED, mon.name, inst_id + "/outliers", out,

@@ -14,7 +14,7 @@ the JSON envelope, `content-type: application/cloudevents+json`. A record key ma
 kafka-python is given `api_version=(2, 0)`: its version probe cannot decode the ApiVersions v3
 answer of librdkafka's mock cluster (used by the tests), and 2.0 covers every call used here.
 
->>> msg = event_to_kafka(CloudEvent({"type": "t", "source": "s", "id": "1",
+>>> msg = event_to_kafka(Event({"type": "t", "source": "s", "id": "1",
 ...                                  "datacontenttype": "application/json"}, {"a": 1}), "binary")
 >>> msg.headers["ce_id"], msg.value
 (b'1', b'{"a": 1}')
@@ -30,7 +30,9 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from cloudevents import kafka as ce_kafka
-from cloudevents.http import CloudEvent
+
+from modelmonitor.core.events import Event
+from modelmonitor.runtime import wire
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def _json_or_bytes(value: bytes | None) -> Any:
 
 
 def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | str | None,
-                    value: bytes | None) -> CloudEvent:
+                    value: bytes | None) -> Event:
     """The CloudEvent in one Kafka record (binary or structured mode); ValueError if none.
 
     A record is binary when it has a `ce_specversion` header, structured when its content
@@ -76,8 +78,8 @@ def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | st
         lacking = [f"ce_{a}" for a in ("id", "source", "type") if f"ce_{a}" not in hdrs]
         if lacking:
             raise ValueError(f"binary-mode record lacks header(s) {', '.join(lacking)}")
-        return ce_kafka.from_binary(ce_kafka.KafkaMessage(hdrs, key, value),
-                                    data_unmarshaller=_json_or_bytes)
+        return wire.from_sdk(ce_kafka.from_binary(ce_kafka.KafkaMessage(hdrs, key, value),
+                                                  data_unmarshaller=_json_or_bytes))
     structured = content_type.startswith("application/cloudevents+json")
     if not structured and value[:1] == b"{":
         try:
@@ -96,23 +98,23 @@ def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | st
     for attr in ("specversion", "id", "source", "type"):
         if not event.get(attr):
             raise ValueError(f"structured CloudEvent lacks '{attr}'")
-    return event
+    return wire.from_sdk(event)
 
 
-def event_to_kafka(event: CloudEvent, content_mode: str = "structured") -> ce_kafka.KafkaMessage:
+def event_to_kafka(event: Event, content_mode: str = "structured") -> ce_kafka.KafkaMessage:
     """Headers, key and value of the record for an event (`partitionkey` becomes the key).
 
-    >>> m = event_to_kafka(CloudEvent({"type": "t", "source": "s", "id": "1"}, {"a": 1}))
+    >>> m = event_to_kafka(Event({"type": "t", "source": "s", "id": "1"}, {"a": 1}))
     >>> m.headers["content-type"], json.loads(m.value)["data"]
     (b'application/cloudevents+json; charset=utf-8', {'a': 1})
     """
     # The SDK encodes attribute values with str.encode; extensions may be ints or booleans.
     attrs = {k: v if isinstance(v, str) else str(v)
              for k, v in event.get_attributes().items() if v is not None}
-    event = CloudEvent(attrs, event.data)
+    event = wire.to_sdk(Event(attrs, event.data))
     content_type = attrs.get("datacontenttype")
 
-    def key_mapper(ev: CloudEvent):
+    def key_mapper(ev):
         key = ev.get("partitionkey")
         return key.encode() if isinstance(key, str) else key
 
@@ -154,14 +156,14 @@ class KafkaSinkWriter:
                   "client_id": f"modelmonitor-sink-{topic}", **producer_config}
         self._producer = KafkaProducer(bootstrap_servers=_servers(bootstrap), **config)
 
-    def write(self, event: CloudEvent):
+    def write(self, event: Event):
         """Send one event and wait for the acknowledgement; returns the RecordMetadata."""
         msg = event_to_kafka(event, self.content_mode)
         future = self._producer.send(self.topic, key=msg.key, value=msg.value,
                                      headers=list(msg.headers.items()))
         return future.get(timeout=self.timeout)
 
-    def __call__(self, event: CloudEvent) -> None:
+    def __call__(self, event: Event) -> None:
         # As a broker subscriber: success, and no reply event.
         self.write(event)
 
@@ -198,7 +200,7 @@ class KafkaIngress:
     """
 
     def __init__(self, bootstrap: str | Sequence[str], topic: str,
-                 publish: Callable[[CloudEvent], Any], group_id: str | None = "modelmonitor",
+                 publish: Callable[[Event], Any], group_id: str | None = "modelmonitor",
                  *, start_from: str = "latest", poll_timeout: float = 0.2,
                  **consumer_config: Any):
         if start_from not in ("latest", "earliest"):

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Callable
 
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
@@ -40,7 +40,7 @@ class LocalRun:
                  host: str = "127.0.0.1", port: int = 8080, subscribe: list[str] | None = None,
                  replicas: dict[str, int] | None = None, kafka_bootstrap: str | None = None,
                  kafka_topic: str = "inference-logs", events_out: str | None = None, tick_seconds: float = 5.0,
-                 on_event: Callable[[CloudEvent], None] | None = None, log_dir: str | None = None,
+                 on_event: Callable[[Event], None] | None = None, log_dir: str | None = None,
                  threads: int = 16):
         self.monitor_path = os.path.abspath(monitor_path)
         self.spec = load_monitor(self.monitor_path)
@@ -83,7 +83,7 @@ class LocalRun:
             env["MODELMONITOR_BASELINE"] = self.baseline_path
         return env
 
-    def _on_event(self, event: CloudEvent) -> None:
+    def _on_event(self, event: Event) -> None:
         if self._events_file is not None:
             received_ms = int(time.time() * 1000)   # wall clock: what the report's latencies use
             line = ev.to_json_line(event, received_ms) if not isinstance(event.data, bytes) else None
@@ -155,7 +155,7 @@ class LocalRun:
     def tick(self) -> None:
         if self.broker is None:
             return
-        event = CloudEvent({"type": ev.PING, "id": str(uuid.uuid4()),
+        event = Event({"type": ev.PING, "id": str(uuid.uuid4()),
                             "source": f"/apis/v1/namespaces/{self.spec.namespace}/pingsources/{self.spec.name}-tick",
                             "datacontenttype": "application/json", "monitor": self.spec.name},
                            json.loads(self._ping_data))

@@ -17,10 +17,9 @@ import time
 
 import redis
 import requests
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
-
 from modelmonitor.core import events as ev
+from modelmonitor.core.events import Event
+from modelmonitor.runtime import wire
 from modelmonitor.runtime import metrics
 from modelmonitor.handlers import (Aggregator, AlertState, Monitor, Rejected, dead_letter, ingest, measure, outliers,
                         wall_clock_ms)
@@ -40,16 +39,16 @@ class Sink:
         self.session = requests.Session()
         self.lock = threading.Lock()
 
-    def send(self, event: CloudEvent) -> None:
+    def send(self, event: Event) -> None:
         if not self.url:
             raise RuntimeError("K_SINK is not set: cannot emit events beyond the reply")
-        headers, body = to_binary(event)
+        headers, body = wire.to_binary(event)
         resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
         if resp.status_code >= 300:
             raise RuntimeError(f"broker answered {resp.status_code} to {event['type']}")
         metrics.EVENTS_OUT.labels(role=ROLE or "?", type=event["type"]).inc()
 
-    def send_quietly(self, event: CloudEvent) -> None:
+    def send_quietly(self, event: Event) -> None:
         try:
             self.send(event)
         except Exception as exc:  # a dead letter that cannot be sent must not hide the 400
@@ -63,7 +62,7 @@ class Handler:
         self.mon = mon
         self.sink = sink
 
-    def reject(self, reason: str, event: CloudEvent | None, raw: bytes | None = None):
+    def reject(self, reason: str, event: Event | None, raw: bytes | None = None):
         metrics.EVENTS_IN.labels(role=self.role, outcome="rejected").inc()
         self.sink.send_quietly(dead_letter(self.mon.name, self.role, reason, original=event, raw=raw,
                                            namespace=self.mon.spec.namespace))
@@ -73,7 +72,7 @@ class Handler:
 class IngestHandler(Handler):
     role = "ingest"
 
-    def handle(self, event: CloudEvent):
+    def handle(self, event: Event):
         out = ingest(self.mon, event, wall_clock_ms())
         if out is None:
             metrics.EVENTS_IN.labels(role=self.role, outcome="ignored").inc()
@@ -86,7 +85,7 @@ class IngestHandler(Handler):
 class OutlierHandler(Handler):
     role = "outlier"
 
-    def handle(self, event: CloudEvent):
+    def handle(self, event: Event):
         now = wall_clock_ms()
         out = outliers(self.mon, event, now)
         metrics.EVENTS_IN.labels(role=self.role, outcome="ok").inc()
@@ -132,14 +131,14 @@ class AggregateHandler(Handler):
                 log.warning("closing windows failed (will retry): %s", exc)
                 time.sleep(0.2)
 
-    def _emit_window(self, event: CloudEvent) -> None:
+    def _emit_window(self, event: Event) -> None:
         self.sink.send(event)
         d = event.data
         metrics.WINDOWS_CLOSED.inc()
         metrics.CLOSE_LATENCY.observe(max(0, d["closedAtMs"] - d["window"]["endMs"]
                                           - self.mon.spec.window.watermark_delay_ms) / 1000)
 
-    def handle(self, event: CloudEvent):
+    def handle(self, event: Event):
         if event["type"] == ev.PING:
             self.aggregator.tick(wall_clock_ms())
             self.wake.set()
@@ -192,7 +191,7 @@ class DriftHandler(Handler):
         super().__init__(mon, sink)
         self.alerts = AlertState(client, mon.name)
 
-    def handle(self, event: CloudEvent):
+    def handle(self, event: Event):
         now = wall_clock_ms()
         alerts = _TrackedAlertState(self.alerts)
         out = measure(self.mon, event, now, alerts)
@@ -259,7 +258,12 @@ def main(context):
         raw = request.get_data()[:4096] if request is not None else b""
         return h.reject("not a CloudEvent (binary or structured mode)", None, raw=raw)
     try:
-        return h.handle(event)
+        event = wire.from_sdk(event)
+    except ValueError as exc:  # e.g. an empty ce-type the SDK let through
+        return h.reject(f"not a CloudEvent: {exc}", None, raw=request.get_data()[:4096] if request else b"")
+    try:
+        result = h.handle(event)
+        return wire.to_sdk(result) if isinstance(result, Event) else result
     except Rejected as exc:
         return h.reject(exc.reason, event)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,

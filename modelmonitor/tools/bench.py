@@ -41,7 +41,7 @@ def bench_merge(redis_url: str, total_instances: int, instances_per_request: int
     from modelmonitor.handlers import Aggregator, Monitor, ingest
     from modelmonitor.local.redis_server import connect
     from modelmonitor.core.spec import load_monitor
-    from cloudevents.http import CloudEvent
+    from modelmonitor.core.events import Event
     mon = Monitor(load_monitor(os.path.join(EXAMPLE, "monitor.yaml")))
     client = connect(redis_url)
     client.delete(*client.keys("{mm:iris}*") or ["-"])
@@ -52,7 +52,7 @@ def bench_merge(redis_url: str, total_instances: int, instances_per_request: int
     events = []
     for i in range(n_req):
         rows = np.round(rng.normal(5, 1, (instances_per_request, 4)), 3).tolist()
-        logger = CloudEvent({"type": ev.KSERVE_REQUEST, "source": "bench", "id": f"b{i}",
+        logger = Event({"type": ev.KSERVE_REQUEST, "source": "bench", "id": f"b{i}",
                              "time": ev.ms_to_rfc3339(t0 + i * 5), "inferenceservicename": "iris"},
                             {"instances": rows})
         events.append(ingest(mon, logger, t0, check_skew=False))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
-from cloudevents.http import CloudEvent
+
+from modelmonitor.core.events import Event
 
 from modelmonitor.core.backoff import parse_duration
 from modelmonitor.local.broker.errors import BrokerConfigError
@@ -136,8 +137,8 @@ class Trigger:
         """True when the Kafka broker's ordered delivery annotation is set."""
         return str(self.annotations.get(ORDER_ANNOTATION, "unordered")).lower() == "ordered"
 
-    def matches(self, event: CloudEvent | Mapping[str, Any]) -> bool:
-        attrs = event_attributes(event) if isinstance(event, CloudEvent) else event
+    def matches(self, event: Event | Mapping[str, Any]) -> bool:
+        attrs = event_attributes(event) if isinstance(event, Event) else event
         return self.filter.matches(attrs)
 
     @classmethod

@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from cloudevents.http import CloudEvent
+from modelmonitor.core.events import Event
 
 from modelmonitor.local.broker.errors import BrokerConfigError, UnsupportedFilterError
 
 
-def event_attributes(event: CloudEvent | Mapping[str, Any]) -> dict[str, str]:
+def event_attributes(event: Event | Mapping[str, Any]) -> dict[str, str]:
     """Every context attribute and extension of an event as strings (what filters compare).
 
-    >>> event_attributes(CloudEvent({"type": "t", "source": "s", "id": "1", "monitor": "m"}))["monitor"]
+    >>> event_attributes(Event({"type": "t", "source": "s", "id": "1", "monitor": "m"}))["monitor"]
     'm'
     """
-    attrs = event.get_attributes() if isinstance(event, CloudEvent) else event
+    attrs = event.get_attributes() if isinstance(event, Event) else event
     return {k: v if isinstance(v, str) else str(v) for k, v in attrs.items()
             if v is not None and k != "data"}
 

@@ -7,8 +7,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from cloudevents import exceptions as ce_exceptions
-from cloudevents.http import from_http
+from modelmonitor.runtime import wire
 
 from modelmonitor.local.broker.errors import BrokerClosedError
 
@@ -106,11 +105,11 @@ class _IngressHandler(BaseHTTPRequestHandler):
                 lacking = [f"ce-{k}" for k in ("id", "source", "type") if f"ce-{k}" not in headers]
                 if lacking:
                     raise ValueError(f"binary-mode event lacks header(s) {', '.join(lacking)}")
-            event = from_http(headers, body)
+            event = wire.from_http(headers, body)
             missing = [k for k in ("id", "source", "type") if not event.get(k)]
             if missing:
                 raise ValueError(f"missing required attribute(s) {', '.join(missing)}")
-        except (ce_exceptions.GenericException, ValueError, TypeError, KeyError,
+        except (ValueError, TypeError, KeyError,
                 UnicodeDecodeError, RecursionError) as err:   # RecursionError: JSON nested too deep
             broker._count("rejected")
             reason = str(err)

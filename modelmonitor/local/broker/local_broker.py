@@ -11,7 +11,8 @@ import urllib.parse
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import urllib3
-from cloudevents.http import CloudEvent
+
+from modelmonitor.core.events import Event
 
 from modelmonitor.core.backoff import backoff_delay
 from modelmonitor.local.broker.config import DEFAULT_DELIVERY, DeliverySpec, Destination, Trigger
@@ -64,7 +65,7 @@ class LocalBroker:
     def __init__(self, triggers: Iterable[Trigger], resolve: Mapping[str, Sequence[str] | str] | None = None,
                  host: str = "127.0.0.1", port: int = 0, namespace: str = "default",
                  name: str = "default", max_body_bytes: int = 10 * 1024 * 1024,
-                 on_event: Callable[[CloudEvent], None] | None = None, *,
+                 on_event: Callable[[Event], None] | None = None, *,
                  concurrency: int = 16, delivery_defaults: DeliverySpec | None = None,
                  max_hops: int = 255):
         self.host = host
@@ -87,7 +88,7 @@ class LocalBroker:
                             namespace, name)
                 continue
             self.triggers.append(trigger)
-        self._sinks: dict[str, Callable[[CloudEvent], Any]] = {}
+        self._sinks: dict[str, Callable[[Event], Any]] = {}
         self._http: urllib3.PoolManager | None = None
         self._runtimes: list[_TriggerRuntime] = []
         self._server: IngressServer | None = None
@@ -111,7 +112,7 @@ class LocalBroker:
         self.triggers.append(trigger)
 
     def add_sink_subscriber(self, name: str, filter_attributes: Mapping[str, str] | None,
-                            sink: Callable[[CloudEvent], Any]) -> None:
+                            sink: Callable[[Event], Any]) -> None:
         """Register an in-process subscriber under `name` (before `start()`).
 
         Triggers whose subscriber `ref` has this name (e.g. `kind: KafkaSink, name: X`) deliver
@@ -231,12 +232,12 @@ class LocalBroker:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     # -- events -------------------------------------------------------------------------------
-    def publish(self, event: CloudEvent) -> int:
+    def publish(self, event: Event) -> int:
         """Inject an event in-process, as if POSTed to the ingress; returns how many Triggers
         matched it."""
         return self._accept(event, hops=0)
 
-    def _accept(self, event: CloudEvent, hops: int, internal: bool = False) -> int:
+    def _accept(self, event: Event, hops: int, internal: bool = False) -> int:
         # Replies (internal) are still taken while stop() drains: they are part of the work
         # in flight, not new input.
         if not self._started or (self._closed and not internal) or self._abandon.is_set():
@@ -280,7 +281,7 @@ class LocalBroker:
                     if self._pending == 0:
                         self._idle.notify_all()
 
-    def _send_with_retries(self, rt: _TriggerRuntime, target, event: CloudEvent,
+    def _send_with_retries(self, rt: _TriggerRuntime, target, event: Event,
                            want_reply: bool) -> tuple[_Outcome, bool]:
         """(last outcome, abandoned?) after up to 1 + retry attempts."""
         d = rt.delivery
@@ -297,7 +298,7 @@ class LocalBroker:
             if self._abandon.wait(wait):
                 return outcome, True
 
-    def _deliver(self, rt: _TriggerRuntime, event: CloudEvent, hops: int) -> None:
+    def _deliver(self, rt: _TriggerRuntime, event: Event, hops: int) -> None:
         outcome, abandoned = self._send_with_retries(rt, rt.subscriber, event, want_reply=True)
         if outcome.ok:
             self._bump(rt, "delivered")
@@ -338,14 +339,14 @@ class LocalBroker:
                         dl_outcome.destination, dl_outcome.status or "no response")
 
     @staticmethod
-    def _dead_letter_event(event: CloudEvent, outcome: _Outcome) -> CloudEvent:
+    def _dead_letter_event(event: Event, outcome: _Outcome) -> Event:
         """The event as it goes to the dead-letter sink: unchanged plus the knativeerror*
         extensions (code 0 = no HTTP answer; the data is then the connection error)."""
         attrs = dict(event.get_attributes())
         attrs[ERROR_DEST] = outcome.destination
         attrs[ERROR_CODE] = str(outcome.status)
         attrs[ERROR_DATA] = base64.b64encode(outcome.body[:ERROR_DATA_LIMIT]).decode("ascii")
-        return CloudEvent(attrs, event.data)
+        return Event(attrs, event.data)
 
     # -- counters -----------------------------------------------------------------------------
     def _count(self, key: str) -> None:

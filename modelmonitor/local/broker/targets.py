@@ -3,15 +3,14 @@ and the outcome of one attempt."""
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import urllib3
-from cloudevents import exceptions as ce_exceptions
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent, from_http
+
+from modelmonitor.core.events import Event
+from modelmonitor.runtime import wire
 
 log = logging.getLogger("modelmonitor.local.broker")
 
@@ -31,41 +30,20 @@ class _Outcome:
     retryable: bool = False
     status: int = 0                      # HTTP status; 0 when there was no HTTP answer
     body: bytes = b""                    # response body (or error text) for knativeerrordata
-    reply: CloudEvent | None = None
+    reply: Event | None = None
     destination: str = ""
 
 
-def _json_content(content_type: str | None) -> bool:
-    # CloudEvents: no datacontenttype means JSON data.
-    return content_type is None or "json" in content_type.lower()
+def to_binary_http(event: Event) -> tuple[dict[str, str], bytes]:
+    """Binary-mode HTTP headers and body of an event (text and bytes data go out as they are).
 
-
-def to_binary_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """Binary-mode HTTP headers and body of an event, without re-encoding text and bytes data.
-
-    The SDK's default marshaller JSON-encodes every `str`, so a `text/plain` body "hello" would
-    go out as '"hello"'; here only JSON content types are JSON-encoded.
-
-    >>> to_binary_http(CloudEvent({"type": "t", "source": "s", "datacontenttype": "text/plain"}, "hi"))[1]
+    >>> to_binary_http(Event({"type": "t", "source": "s", "datacontenttype": "text/plain"}, "hi"))[1]
     b'hi'
     """
-    content_type = event.get("datacontenttype")
-
-    def marshal(data: Any) -> Any:
-        if data is None or isinstance(data, (bytes, bytearray)):
-            return data
-        if isinstance(data, str) and not _json_content(content_type):
-            return data
-        return json.dumps(data)
-
-    headers, body = to_binary(event, data_marshaller=marshal)
-    if isinstance(body, str):
-        body = body.encode()
-    # Extensions may be ints or booleans; HTTP header values must be strings.
-    return {k: v if isinstance(v, str) else str(v) for k, v in headers.items()}, body or b""
+    return wire.to_binary(event)
 
 
-def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> CloudEvent | None:
+def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> Event | None:
     """The reply event in a subscriber's answer, or None: 202 is never a reply, and an answer
     without ce-* headers or a structured CloudEvent content type is no event (an empty 200).
 
@@ -81,7 +59,7 @@ def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> CloudEv
     structured = lowered.get("content-type", "").startswith("application/cloudevents+json")
     if not binary and not structured:
         return None
-    return from_http(lowered, body)
+    return wire.from_http(lowered, body)
 
 
 class _HttpTarget:
@@ -100,7 +78,7 @@ class _HttpTarget:
     def next_url(self) -> str:
         return self.urls[next(self._turn) % len(self.urls)]
 
-    def send(self, event: CloudEvent, timeout: float, want_reply: bool) -> _Outcome:
+    def send(self, event: Event, timeout: float, want_reply: bool) -> _Outcome:
         url = self.next_url()
         headers, body = to_binary_http(event)
         if want_reply:
@@ -119,7 +97,7 @@ class _HttpTarget:
             if want_reply:
                 try:
                     reply = parse_reply(status, resp.headers, resp.data)
-                except (ce_exceptions.GenericException, ValueError) as err:
+                except ValueError as err:
                     log.warning("ignoring an invalid reply from %s: %s", url, err)
             return _Outcome(ok=True, status=status, reply=reply, destination=url)
         return _Outcome(ok=False, retryable=status in RETRYABLE_4XX or status >= 500,
@@ -130,16 +108,16 @@ class _SinkTarget:
     """An in-process subscriber (e.g. a KafkaSinkWriter): called with the event; it may return
     a reply CloudEvent; an exception is a retryable failure."""
 
-    def __init__(self, label: str, sink: Callable[[CloudEvent], Any]):
+    def __init__(self, label: str, sink: Callable[[Event], Any]):
         self.label = label
         self.sink = sink
 
-    def send(self, event: CloudEvent, timeout: float, want_reply: bool) -> _Outcome:
+    def send(self, event: Event, timeout: float, want_reply: bool) -> _Outcome:
         dest = f"inprocess:{self.label}"
         try:
             result = self.sink(event)
         except Exception as err:  # the sink's failure is this delivery's failure
             return _Outcome(ok=False, retryable=True, status=0,
                             body=f"{type(err).__name__}: {err}".encode(), destination=dest)
-        reply = result if want_reply and isinstance(result, CloudEvent) else None
+        reply = result if want_reply and isinstance(result, Event) else None
         return _Outcome(ok=True, status=200, reply=reply, destination=dest)
