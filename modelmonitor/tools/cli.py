@@ -3,16 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from modelmonitor.tools.preflight import (UsageError, check_input_file, check_port_free, check_redis_binary,
                                           check_redis_url, check_trigger_files, load_monitor_and_baseline)
-
-
-def _die(message: str, code: int = 2) -> None:
-    print(f"modelmonitor: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def cmd_validate(args) -> int:
@@ -102,9 +96,9 @@ def cmd_render(args) -> int:
     try:
         sys.stdout.write(render_monitor_file(args.monitor, image=args.image))
     except SpecError as exc:
-        _die(f"{args.monitor}: {exc}", 1)
+        raise UsageError(f"{args.monitor}: {exc}") from None
     except (OSError, ValueError) as exc:
-        _die(str(exc), 1)
+        raise UsageError(" ".join(str(exc).split())) from None
     return 0
 
 
@@ -114,7 +108,7 @@ def cmd_convert(args) -> int:
     try:
         sys.stdout.write(convert_file(args.monitor))
     except (OSError, ValueError) as exc:
-        _die(str(exc), 1)
+        raise UsageError(" ".join(str(exc).split())) from None
     return 0
 
 
@@ -144,10 +138,11 @@ def cmd_run(args) -> int:
         check_redis_url(args.redis)
     else:
         check_redis_binary()
-    check_port_free(args.host, args.port)
-    if args.metrics_port:
-        check_port_free(args.host, args.metrics_port, "--metrics-port")
-    return run_from_args(args)
+    check_port_free(args.host, args.port)    # a busy --metrics-port only loses the metrics: run says so
+    try:
+        return run_from_args(args)
+    except (OSError, RuntimeError) as exc:       # e.g. redis-server or a function did not start
+        raise UsageError(f"could not start: {' '.join(str(exc).split())}") from None
 
 
 def cmd_demo(args) -> int:

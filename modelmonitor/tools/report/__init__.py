@@ -28,7 +28,6 @@ latencies only, see :mod:`.summary`); plus ``index.html`` and ``summary.json`` (
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
