@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -207,3 +208,37 @@ def test_columnar_needs_no_redis_and_is_deterministic(monitors, tmp_path):
     windows = [json.loads(x) for x in outs[0].splitlines() if b'"io.modelmonitor.window.closed"' in x]
     # 100 ms apart, 2 s windows: 20 instances per window, independent of the engine's own output
     assert [w["data"]["count"] for w in windows] == [20] * 25
+
+
+# ------------------------------------------------------------------ the columnar helpers alone
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.integers(0, 253_402_300_799_999).map(ev.ms_to_rfc3339),
+    st.text(alphabet="0123456789-:TZ.+ z", min_size=20, max_size=29),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")), max_size=30))
+def test_time_column_agrees_with_the_per_event_parser(values):
+    from modelmonitor.tools.replay.timecols import parse_times
+    ms, converted = parse_times(values)
+    strict = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
+    for value, got, ok in zip(values, ms.tolist(), converted.tolist()):
+        if ok:     # converted: exactly what the per-event parser says
+            assert got == ev.rfc3339_to_ms(value) and got >= 0
+        elif strict.match(value):   # left to the per-event parser: only what it refuses or puts before 1970
+            try:
+                assert ev.rfc3339_to_ms(value) < 0
+            except ValueError:
+                pass
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "instance": st.integers(0, 10**6), "feature": st.text(max_size=6),
+    "value": st.one_of(finite, st.none(), st.text(max_size=4), st.floats()),
+    "rule": st.sampled_from(["zscore", "range", "iqr", "unseen", "mahalanobis"]),
+    "score": st.one_of(finite, st.floats()), "threshold": finite}), max_size=5))
+def test_outlier_records_text_is_json_dumps(hits):
+    from modelmonitor.tools.replay.fastjson import hits_text
+    assert hits_text(hits) == json.dumps(hits, separators=(",", ":"))

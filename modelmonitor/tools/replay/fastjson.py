@@ -62,4 +62,33 @@ class OutlierText:
     def text(self, inst_id: str, request_id: str, t: int, t_text: str, hits: list, now) -> str:
         p = self.parts
         return (p[0] + _json_str(inst_id + "/outliers") + p[1] + t_text + p[2] + _json_str(request_id) + p[3]
-                + str(t) + p[4] + str(now) + p[5] + json.dumps(hits, separators=(",", ":")) + p[6])
+                + str(t) + p[4] + str(now) + p[5] + hits_text(hits) + p[6])
+
+
+_HIT_KEYS = ("instance", "feature", "value", "rule", "score", "threshold")
+_HIT = '{"instance":%d,"feature":%s,"value":%r,"rule":%s,"score":%r,"threshold":%r}'
+_NAMES: dict[str, str] = {}
+
+
+def _name(text: str) -> str:
+    out = _NAMES.get(text)
+    if out is None:
+        out = _json_str(text)
+        if len(_NAMES) < 4096:          # feature and rule names: a handful
+            _NAMES[text] = out
+    return out
+
+
+def hits_text(hits: list) -> str:
+    """``json.dumps(hits, separators=(",", ":"))`` for outlier records; numeric hits are
+    formatted directly (JSON writes a finite float as its repr), anything else by json."""
+    parts = []
+    for h in hits:
+        v, sc, th, i = h["value"], h["score"], h["threshold"], h["instance"]
+        if (type(v) is float and type(sc) is float and type(th) is float and type(i) is int
+                and v - v == 0.0 and sc - sc == 0.0 and th - th == 0.0 and tuple(h) == _HIT_KEYS
+                and type(h["feature"]) is str and type(h["rule"]) is str):
+            parts.append(_HIT % (i, _name(h["feature"]), v, _name(h["rule"]), sc, th))
+        else:
+            parts.append(json.dumps(h, separators=(",", ":")))
+    return "[" + ",".join(parts) + "]"

@@ -9,57 +9,57 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import datetime as _dt
+
 import numpy as np
 
 _DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22])
 _SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 23: "Z"}
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
-
-
-def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm)."""
-    y = y - (m <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    mp = (m + 9) % 12
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 def parse_times(values: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """(milliseconds, converted) for a column of strings; ``converted[i]`` is False where the
     value is not of the logger's shape and must take the general parser."""
     n = len(values)
-    ms = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return ms, np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     try:
         text = np.array(values, dtype=str)
     except (TypeError, ValueError):
-        return ms, np.zeros(n, dtype=bool)
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     if text.dtype.itemsize != 24 * 4:     # some value is not 24 characters long
-        lengths = np.char.str_len(text)
-        ok = lengths == 24
+        ok = np.char.str_len(text) == 24
         text = np.where(ok, text, "").astype("<U24")
     else:
         ok = np.ones(n, dtype=bool)
-    codes = text.view(np.uint32).reshape(n, 24).astype(np.int64)
-    digits = codes[:, _DIGITS] - 48
-    ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
-    for pos, ch in _SEPARATORS.items():
-        ok &= codes[:, pos] == ord(ch)
-    dg = np.where(ok[:, None], digits, 0)
-    year = dg[:, 0] * 1000 + dg[:, 1] * 100 + dg[:, 2] * 10 + dg[:, 3]
-    month = dg[:, 4] * 10 + dg[:, 5]
-    day = dg[:, 6] * 10 + dg[:, 7]
-    hh, mi, ss = dg[:, 8] * 10 + dg[:, 9], dg[:, 10] * 10 + dg[:, 11], dg[:, 12] * 10 + dg[:, 13]
-    frac = dg[:, 14] * 100 + dg[:, 15] * 10 + dg[:, 16]
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    mclip = np.clip(month, 0, 12)
-    dim = _DAYS_IN_MONTH[mclip] + ((mclip == 2) & leap)
-    ok &= (year >= 1970) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= dim)
+    codes = text.view(np.uint32).reshape(n, 24)
+    ok &= (codes[:, _SEP_POS] == _SEP_CODES).all(axis=1)
+    digits = codes[:, _DIGITS].astype(np.int64) - 48
+    ok &= (digits.astype(np.uint64) <= 9).all(axis=1)      # negative wraps around: not a digit
+    digits[~ok] = 0
+    date = digits[:, :8] @ _DATE_WEIGHTS                     # YYYYMMDD as one integer
+    clock = digits[:, 8:]
+    hh, mi, ss = clock[:, 0] * 10 + clock[:, 1], clock[:, 2] * 10 + clock[:, 3], clock[:, 4] * 10 + clock[:, 5]
     ok &= (hh < 24) & (mi < 60) & (ss < 60)
-    days = days_from_civil(year, np.where(ok, month, 1), np.where(ok, day, 1))
-    ms = days * 86_400_000 + hh * 3_600_000 + mi * 60_000 + ss * 1000 + frac
+    # Few distinct dates per chunk: each is checked and converted by the calendar itself.
+    dates, inverse = np.unique(date, return_inverse=True)
+    day_ms = np.array([_day_ms(int(v)) for v in dates.tolist()], dtype=np.int64)[inverse]
+    ok &= day_ms >= 0
+    ms = day_ms + clock @ _CLOCK_WEIGHTS
     return np.where(ok, ms, 0), ok
+
+
+_SEP_POS = np.array(list(_SEPARATORS))
+_SEP_CODES = np.array([ord(c) for c in _SEPARATORS.values()], dtype=np.uint32)
+_DATE_WEIGHTS = np.array([10_000_000, 1_000_000, 100_000, 10_000, 1000, 100, 10, 1], dtype=np.int64)
+_CLOCK_WEIGHTS = np.array([36_000_000, 3_600_000, 600_000, 60_000, 10_000, 1000, 100, 10, 1], dtype=np.int64)
+_EPOCH = _dt.date(1970, 1, 1)
+
+
+def _day_ms(yyyymmdd: int) -> int:
+    """Epoch ms of a date from 1970 on, or -1 when it is not a date (or earlier)."""
+    try:
+        day = _dt.date(yyyymmdd // 10000, yyyymmdd // 100 % 100, yyyymmdd % 100)
+    except ValueError:
+        return -1
+    return (day - _EPOCH).days * 86_400_000 if day >= _EPOCH else -1
