@@ -28,6 +28,9 @@ IRIS_FEATURES = tuple(Feature(name, "numerical", i) for i, name in enumerate(IRI
 
 def test_module_docstring_examples_run():
     assert doctest.testmod(baseline_module).failed == 0
+    import importlib
+    for name in ("baseline_build", "baseline_tables", "baseline_thesis", "baseline_validate"):
+        assert doctest.testmod(importlib.import_module(f"modelmonitor.core.{name}")).failed == 0, name
 
 
 def assert_numerical_matches_numpy(entry, x, bins):

@@ -274,9 +274,12 @@ def oracle_categorical(window_feature, baseline_feature) -> dict[str, float]:
     observed.append(sum(c for v, c in window_feature["categories"].items() if v not in labels))
     q = oracle_smooth([baseline_feature["frequencies"][v] for v in labels] + [0])
     p = oracle_smooth(observed)
-    n = sum(observed)
+    seen = observed[:-1]
+    base = np.array([baseline_feature["frequencies"][v] for v in labels], dtype=float)
     return {"jensenShannon": jensenshannon(p, q, base=2) ** 2,
-            "chiSquare": chisquare(observed, f_exp=q * n).statistic}
+            # Pearson's statistic over the baseline's categories only; unseen values are their own rule.
+            "chiSquare": chisquare(seen, f_exp=base / base.sum() * sum(seen)).statistic,
+            "unseenShare": observed[-1] / sum(observed)}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -290,26 +293,69 @@ def test_measure_drift_matches_oracles_for_every_detector(seed):
         for metric, value in expected.items():
             assert out[name][metric]["value"] == pytest.approx(value, rel=1e-7, abs=1e-10), (name, metric)
     expected = oracle_categorical(window["features"]["colour"], baseline["features"]["colour"])
-    assert set(out["colour"]) == {"jensenShannon", "chiSquare"}  # only detectors for categorical
+    assert set(out["colour"]) == {"jensenShannon", "chiSquare", "unseenShare"}  # categorical only
     for metric, value in expected.items():
         assert out["colour"][metric]["value"] == pytest.approx(value, rel=1e-7), metric
 
 
-def test_unseen_categories_share_one_bin_and_drive_chi_square():
+def test_unseen_categories_share_one_bin_and_have_their_own_rule():
     baseline = {"features": {"c": categorical_baseline(["x"] * 60 + ["y"] * 40)}}
     same = {"features": {"c": categorical_window(["x"] * 30 + ["y"] * 20)}}
     novel = {"features": {"c": categorical_window(["x"] * 30 + ["y"] * 10 + ["z"] * 6 + ["w"] * 4)}}
-    dets = [DetectorSpec("chiSquare", 10.0, True), DetectorSpec("jensenShannon", 0.1, True)]
+    dets = [DetectorSpec("chiSquare", 10.0, True), DetectorSpec("jensenShannon", 0.1, True),
+            DetectorSpec("unseenShare", 0.05, True)]
     feature = [Feature("c", "categorical", 0)]
     calm = measure_drift(same, baseline, dets, feature)["c"]
     hot = measure_drift(novel, baseline, dets, feature)["c"]
     assert calm["chiSquare"]["drifted"] is False and calm["jensenShannon"]["value"] < 1e-6
-    assert hot["chiSquare"]["drifted"] is True
-    # z and w land in the same "unseen" bin: [x, y, unseen] = [30, 10, 10].
+    assert calm["unseenShare"] == {"value": 0.0, "threshold": 0.05, "drifted": False}
+    # z and w land in the same "unseen" bin: [x, y, unseen] = [30, 10, 10]; unseen share 10/50.
+    assert hot["unseenShare"]["value"] == pytest.approx(0.2) and hot["unseenShare"]["drifted"] is True
+    # chi-square over the baseline's categories only: [30, 10] against 40 * [0.6, 0.4].
+    expected = chisquare([30, 10], f_exp=[24.0, 16.0])
+    assert hot["chiSquare"]["value"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert hot["chiSquare"]["pValue"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert hot["chiSquare"]["dof"] == 1
     q = oracle_smooth([60, 40, 0])
-    assert hot["chiSquare"]["value"] == pytest.approx(chisquare([30, 10, 10], f_exp=q * 50).statistic, rel=1e-9)
     assert hot["jensenShannon"]["value"] == pytest.approx(
         jensenshannon(oracle_smooth([30, 10, 10]), q, base=2) ** 2, rel=1e-9)
+
+
+def test_one_unseen_value_does_not_blow_up_chi_square():
+    # Before: the unseen bin's expected count n*1e-6/N made chi-square about n*1e6 for one new value.
+    baseline = {"features": {"c": categorical_baseline(["x"] * 500 + ["y"] * 500)}}
+    window = {"features": {"c": categorical_window(["x"] * 250 + ["y"] * 249 + ["new"])}}
+    out = measure_drift(window, baseline, [DetectorSpec("chiSquare", 30.0, True),
+                                           DetectorSpec("unseenShare", 0.01, True)],
+                        [Feature("c", "categorical", 0)])["c"]
+    assert out["chiSquare"]["value"] < 0.01 and out["chiSquare"]["drifted"] is False
+    assert out["unseenShare"]["value"] == pytest.approx(1 / 500) and out["unseenShare"]["drifted"] is False
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 5, 6, 9, 10, 25])
+def test_chi_square_p_value_matches_scipy(dof):
+    from scipy.stats import chi2
+    from modelmonitor.detect.categorical import chi_square_sf
+    for x in (0.0, 0.3, 1.0, dof * 0.7, float(dof), dof * 1.6, dof * 3.0 + 10):
+        assert chi_square_sf(x, dof) == pytest.approx(chi2.sf(x, dof), rel=1e-9, abs=1e-300)
+
+
+def test_chi_square_follows_its_null_distribution_whatever_the_window_size():
+    # A threshold is a critical value only if, under no drift, the statistic is chi-square(K-1)
+    # at any window size: simulate windows drawn from the baseline's shares.
+    from scipy.stats import chi2, kstest
+    rng = np.random.default_rng(7)
+    shares = np.array([0.5, 0.3, 0.15, 0.05])
+    baseline = {"features": {"c": {"type": "categorical", "count": 10**6,
+                                   "frequencies": dict(zip("abcd", (shares * 10**6).astype(int).tolist()))}}}
+    dets, feature = [DetectorSpec("chiSquare", 16.27, True)], [Feature("c", "categorical", 0)]
+    for n in (200, 20_000):
+        stats = []
+        for _ in range(400):
+            counts = rng.multinomial(n, shares)
+            window = {"features": {"c": {"count": n, "categories": dict(zip("abcd", counts.tolist()))}}}
+            stats.append(measure_drift(window, baseline, dets, feature)["c"]["chiSquare"]["value"])
+        assert kstest(stats, chi2(3).cdf).pvalue > 0.001, n
 
 
 def test_show_all_false_keeps_only_drifted_entries_and_drops_empty_features():
@@ -529,6 +575,8 @@ def test_drifted_feature_names_reads_measure_drift_output():
     assert drift.drifted_feature_names(out) == expected
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(drift, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0
+@pytest.mark.parametrize("module", ["drift", "metrics", "categorical", "quantile_sketch", "alert_policy"])
+def test_docstring_examples_run(module):
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"modelmonitor.detect.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2 and result.failed == 0

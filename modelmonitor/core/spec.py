@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -38,12 +38,17 @@ DETECTORS = {
     "wasserstein": (NUMERICAL,),
     "wassersteinNorm": (NUMERICAL,),
     "chiSquare": (CATEGORICAL,),
+    "unseenShare": (CATEGORICAL,),
 }
 DEFAULT_THRESHOLDS = {
     "jensenShannon": 0.1, "kullbackLeibler": 0.1, "psi": 0.2, "hellinger": 0.15,
     "kolmogorovSmirnov": 0.1, "wasserstein": 0.5, "wassersteinNorm": 0.1,
-    "chiSquare": 30.0,  # Pearson statistic (grows with the window size), not a p-value
+    # Pearson statistic over the baseline's categories (chi-square with K-1 dof under no drift),
+    # not a p-value; unseen categories are the unseenShare rule's (a share in [0, 1]).
+    "chiSquare": 30.0, "unseenShare": 0.05,
 }
+# Detectors computed from the quantile sketches that windows then carry (``StatsSpec.quantile_sketch``).
+SKETCH_DETECTORS = ("wasserstein", "wassersteinNorm", "kolmogorovSmirnov")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -125,6 +130,7 @@ class StatsSpec:
     covariance: bool = True
     covariance_type: str = "sample"
     correlation: bool = True
+    quantile_sketch: bool = False      # window.closed carries each numerical feature's quantileSketch
 
 
 @dataclass(frozen=True)
@@ -457,6 +463,8 @@ def parse_monitor(doc: Any, base_dir: str | None = None) -> MonitorSpec:
     stats = _stats(_get(spec, "stats", "spec", dict, {}), "spec.stats")
     outliers = _outliers(spec.get("outliers"), "spec.outliers")
     drift = _drift(spec.get("drift"), "spec.drift")
+    if any(d.name in SKETCH_DETECTORS for d in drift):
+        stats = replace(stats, quantile_sketch=True)
     alerts = _alerts(spec.get("alerts"), "spec.alerts")
     baseline_ref, baseline_inline = _baseline(spec.get("baseline"), "spec.baseline", base_dir)
     if drift and baseline_ref is None:

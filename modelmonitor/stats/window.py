@@ -49,6 +49,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 from modelmonitor.core import spec
+from modelmonitor.detect.quantile_sketch import encode_kll
 from modelmonitor.stats._codec import (_DDOF, _F8, _VERSION, _check_finite, _float_values, _is_number, _plain,
                                        percentile_key)
 from modelmonitor.stats.categories import CategoryCounts, _known_set
@@ -465,4 +466,7 @@ def _numerical_record(stats: _NumericalStats, spec_: spec.StatsSpec, ddof: int) 
     hist = stats.histogram
     record["histogram"] = None if hist is None else {
         "edges": hist.edges.tolist(), "counts": hist.counts.tolist()}
+    if spec_.quantile_sketch and stats.moments.count:
+        # For the drift function's exact Wasserstein-1 / KS (modelmonitor.detect.quantile_sketch).
+        record["quantileSketch"] = encode_kll(stats.quantiles.sketch)
     return record
