@@ -33,7 +33,7 @@ def window_record(values, baseline, k_stats=StatsSpec(quantile_sketch=True)):
 @pytest.mark.parametrize("n_train,n_window,shift,scale", [
     (800, 150, 0.0, 1.0),          # both exact: no error at all
     (800, 5_000, 0.7, 1.3),        # exact baseline, sketched window
-    (60_000, 300, 2.0, 1.0),       # sketched baseline, exact window
+    (60_000, 300, 2.0, 1.0),       # sketched baseline, window in exact mode (n <= k)
     (60_000, 40_000, -0.4, 2.5),   # both summarised
     (20_000, 20_000, 25.0, 1.0),   # far beyond the baseline range
 ])
@@ -48,7 +48,7 @@ def test_scores_match_scipy_on_raw_samples_within_the_reported_bound(n_train, n_
                           ("wassersteinNorm", w1 / baseline["features"]["x"]["stddev"])):
         score = out[metric]
         assert abs(score["value"] - exact) <= score["bound"] + 1e-9 * max(1.0, exact), (metric, score, exact)
-    if n_train <= qs.BASELINE_EXACT_LIMIT and n_window <= qs.WINDOW_EXACT_LIMIT:
+    if n_train <= qs.BASELINE_EXACT_LIMIT and n_window <= qs.WINDOW_K:
         assert out["wasserstein"]["bound"] == 0.0
         assert out["wasserstein"]["value"] == pytest.approx(w1, rel=1e-12)
         assert out["kolmogorovSmirnov"]["value"] == pytest.approx(ks, rel=1e-12)
@@ -113,16 +113,16 @@ def test_monitors_with_sketched_detectors_make_windows_carry_sketches():
     assert parse_monitor(doc).stats.quantile_sketch is True
 
 
-def test_window_summaries_are_deterministic_and_kll_windows_are_read_too():
+def test_windows_send_their_kll_sketch_and_block_summaries_are_read_too():
     rng = np.random.default_rng(8)
     train, live = rng.normal(size=30_000), rng.normal(0.5, 1.0, size=30_000)
     baseline = normalize_baseline(build_baseline({"x": train}, X))
-    first, second = window_record(live, baseline), window_record(live[::-1], baseline)
-    assert first["features"]["x"]["quantileSketch"] == second["features"]["x"]["quantileSketch"]
-    assert first["features"]["x"]["quantileSketch"]["kind"] == "blocks"
-    # A window side sending a KLL sketch (k=400) is scored the same way, within its own bound.
-    first["features"]["x"]["quantileSketch"] = qs.sketch_from_values(live, exact_limit=0, k=qs.WINDOW_K)
-    out = measure_drift(first, baseline, SKETCHED, X)["x"]
+    record = window_record(live, baseline)
+    assert record["features"]["x"]["quantileSketch"]["kind"] == "kll"
+    assert record["features"]["x"]["quantileSketch"]["n"] == live.size
+    # A deterministic block-means summary of the same window is scored within its own bound.
+    record["features"]["x"]["quantileSketch"] = qs.blocks_from_values(live)
+    out = measure_drift(record, baseline, SKETCHED, X)["x"]
     assert abs(out["wasserstein"]["value"] - wasserstein_distance(live, train)) <= out["wasserstein"]["bound"]
     assert abs(out["kolmogorovSmirnov"]["value"] - ks_2samp(live, train).statistic) <= out["kolmogorovSmirnov"]["bound"]
 

@@ -6,6 +6,7 @@ import os
 import random
 
 import numpy as np
+from scipy.stats import ks_2samp, wasserstein_distance
 import pytest
 import yaml
 
@@ -101,16 +102,34 @@ def test_replay_is_deterministic_and_windows_ids_unique(tmp_path, redis_url):
         [(d0["id"], ev.rfc3339_to_ms(d0["time"]), d0["data"]["instances"]) for d0 in docs], 15_000, 15_000, 6_000)}
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
+    base = json.load(open(os.path.join(IRIS, "baseline.json")))["features"]
+    train = {name: np.asarray(base[name]["quantileSketch"]["values"]) for name in names}   # exact: 120 rows
+
     def exact_part(event):
-        if event["type"] != ev.WINDOW_CLOSED or event["data"]["count"] <= 400:
+        if event["data"].get("count", 0) <= 400:
             return event
         event = json.loads(json.dumps(event))
         x = ref[(event["data"]["window"]["startMs"], event["data"]["window"]["endMs"])]
-        for j, name in enumerate(names):
-            f = event["data"]["features"][name]
-            for q in (25, 50, 75):
-                assert percentile_within_bound(f["percentiles"].pop(str(q)), x[:, j], q)
-            f.pop("iqr")
+        if event["type"] == ev.WINDOW_CLOSED:
+            for j, name in enumerate(names):
+                f = event["data"]["features"][name]
+                for q in (25, 50, 75):
+                    assert percentile_within_bound(f["percentiles"].pop(str(q)), x[:, j], q)
+                f.pop("iqr")
+                sketch = f.pop("quantileSketch")
+                assert sketch["kind"] == "kll" and sketch["n"] == len(x)
+        elif event["type"] in (ev.DRIFT_MEASURED, ev.DRIFT_DETECTED):
+            # Scores from the window's KLL sketch: within their bound of SciPy on the raw rows.
+            for j, name in enumerate(names):
+                for metric, exact in (("wasserstein", wasserstein_distance(x[:, j], train[name])),
+                                      ("kolmogorovSmirnov", ks_2samp(x[:, j], train[name]).statistic)):
+                    score = event["data"]["features"].get(name, {}).get(metric)
+                    if score is None:
+                        continue
+                    bound = score.pop("bound")
+                    assert abs(score.pop("value") - exact) <= bound + 1e-9, (name, metric)
+                    if abs(exact - score["threshold"]) <= bound:
+                        score.pop("drifted")     # too close to call within the sketch's error
         return event
 
     got_a, got_b = read_events(a), read_events(b)
