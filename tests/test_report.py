@@ -492,3 +492,16 @@ def test_alerts_are_grouped_and_long_lists_fold(tmp_path):
     shown = page.split('<table class="alerts">')[1].split("</table>")[0]
     assert shown.count("<tr>") == 1 + ALERT_GROUPS_SHOWN
     assert f"{len(groups) - ALERT_GROUPS_SHOWN} more runs of alerts" in page
+
+
+def test_a_report_written_again_leaves_no_stale_plots(tmp_path):
+    docs, _ = synthetic_events()
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    first = report.write_report(path, tmp_path / "out")
+    assert any(p.name.startswith("wine-") for p in first["images"])
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs if d.get("monitor") != "wine"))
+    second = report.write_report(path, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(p.name for p in second["images"])
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"

@@ -28,6 +28,7 @@ latencies only, see :mod:`.summary`); plus ``index.html`` and ``summary.json`` (
 """
 from __future__ import annotations
 
+import html
 import json
 import sys
 import time
@@ -64,6 +65,7 @@ def write_report(events_path: str | Path, out_dir: str | Path, title: str | None
     """
     events_path, out_dir = Path(events_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_previous_images(out_dir)
     collector = Collector()
     read_progress = None if progress is None else (lambda lines: progress(f"read {lines:,} lines"))
     for doc in read_event_lines(events_path, read_progress):
@@ -80,6 +82,17 @@ def write_report(events_path: str | Path, out_dir: str | Path, title: str | None
     return {"html": page, "summaryJson": summary_path,
             "images": [out_dir / name for monitor in images for name, _ in images[monitor]],
             "summary": summary}
+
+
+def _remove_previous_images(out_dir: Path) -> None:
+    """A report written again into the same folder must not leave the last one's plots behind:
+    remove the PNG files its index.html showed (only those: the folder may hold other files)."""
+    import re
+    page = out_dir / "index.html"
+    if not page.is_file():
+        return
+    for name in re.findall(r'<img src="([^"/\\]+\.png)"', page.read_text(encoding="utf-8", errors="replace")):
+        (out_dir / html.unescape(name)).unlink(missing_ok=True)
 
 
 def monitor_context(monitor_path: str | None, baseline_path: str | None) -> tuple[dict | None, dict[str, int] | None]:
