@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean redis
+.PHONY: install test test-apiserver demo bench clean redis
 
 # `redis` runs on every `make install`, so a redis-server removed after the venv was made comes back.
 install: $(STAMP) redis
@@ -33,6 +33,14 @@ redis:
 
 test: install
 	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+# Opt in: the operator against the upstream API server code for custom resources
+# (k8s.io/apiextensions-apiserver built from Debian's Go sources, etcd from Debian), see
+# docs/cluster.md. The first run downloads ~230 MB and builds for ~5 min into
+# ~/.cache/modelmonitor/apiserver (MODELMONITOR_APISERVER_CACHE); later runs reuse it.
+test-apiserver: install
+	PYTHON=$(PYTHON) tests/apiserver/build.sh
+	MODELMONITOR_APISERVER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/apiserver
 
 demo: install
 	$(BIN)/modelmonitor demo

@@ -9,6 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+# The API server suite needs a built control plane and runs only through `make test-apiserver`.
+collect_ignore = [] if os.environ.get("MODELMONITOR_APISERVER_TESTS") else ["apiserver"]
+
 
 @pytest.fixture(scope="session")
 def redis_server():
