@@ -5,17 +5,22 @@ standard library module):
 
     kopf run --standalone --all-namespaces --liveness=http://0.0.0.0:8080/healthz operator/controller.py
 
-- create / update / resume of a ModelMonitor, and a timer (drift correction: someone edited or
-  deleted a child behind our back), reconcile it;
+- create / update / resume of a ModelMonitor reconcile it;
+- every MODELMONITOR_RESYNC_SECONDS a background task started with the operator reconciles
+  every monitor (drift correction: someone edited or deleted a child behind our back). Not a
+  kopf timer: kopf puts its finalizer on every object a timer or daemon serves, and then a
+  monitor could not be deleted while the operator is gone (e.g. during uninstall);
 - events of its Knative Services, Triggers and PingSources (found by the children's labels)
   reconcile the owner again, so deleted children come back and readiness shows in the status;
+  the ADDED event of a child the operator just created does not (that reconcile is running);
 - deletion needs no handler: every child has an ownerReference, the garbage collector
-  removes them. No finalizer is added.
+  removes them. No finalizer is added (tests/apiserver checks this on a real API server).
 
 The function image comes from MODELMONITOR_IMAGE (default ghcr.io/modelmonitor/modelmonitor:0.1.0).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -74,12 +79,42 @@ def monitor_changed(body, logger, **_):
     _reconcile(body, logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS)
-def drift_correction(body, logger, **_):
-    _reconcile(body, logger)
+async def _resync_forever(logger) -> None:
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        try:
+            results = await asyncio.to_thread(k8s_apply.resync_all, client(), os.environ.get("MODELMONITOR_IMAGE"))
+        except Exception as exc:  # the API server is unreachable: try again next period
+            logger.warning(f"resync failed: {exc}")
+            continue
+        for (namespace, name), result in results.items():
+            if isinstance(result, str) or result.errors:
+                logger.warning(f"resync of {namespace}/{name}: {result if isinstance(result, str) else result.errors}")
+            elif result.actions:
+                logger.info(f"resync of {namespace}/{name} corrected: "
+                            + ", ".join(f"{a.op} {a.kind}/{a.name}" for a in result.actions))
 
 
-def _owner_changed(body, logger) -> None:
+_resync_task: asyncio.Task | None = None
+
+
+@kopf.on.startup()
+async def start_drift_correction(logger, **_):
+    global _resync_task
+    _resync_task = asyncio.create_task(_resync_forever(logger), name="modelmonitor-resync")
+
+
+@kopf.on.cleanup()
+async def stop_drift_correction(**_):
+    if _resync_task is not None:
+        _resync_task.cancel()
+
+
+def _owner_changed(body, event_type, logger) -> None:
+    if event_type in (None, "ADDED"):
+        # The initial listing (on.resume reconciles every monitor anyway) or a child the
+        # operator has just created from within a reconcile.
+        return
     for namespace, name in k8s_apply.children_of([body]):
         monitor = client().get_monitor(namespace, name)
         if monitor is None or (monitor.get("metadata") or {}).get("deletionTimestamp"):
@@ -89,15 +124,15 @@ def _owner_changed(body, logger) -> None:
 
 # kopf.on.event, not on.delete, for children: on.delete would put kopf's finalizer on them.
 @kopf.on.event("serving.knative.dev", "v1", "services", labels=CHILD_LABELS)
-def child_service_event(body, logger, **_):
-    _owner_changed(body, logger)
+def child_service_event(body, type, logger, **_):
+    _owner_changed(body, type, logger)
 
 
 @kopf.on.event("eventing.knative.dev", "v1", "triggers", labels=CHILD_LABELS)
-def child_trigger_event(body, logger, **_):
-    _owner_changed(body, logger)
+def child_trigger_event(body, type, logger, **_):
+    _owner_changed(body, type, logger)
 
 
 @kopf.on.event("sources.knative.dev", "v1", "pingsources", labels=CHILD_LABELS)
-def child_pingsource_event(body, logger, **_):
-    _owner_changed(body, logger)
+def child_pingsource_event(body, type, logger, **_):
+    _owner_changed(body, type, logger)

@@ -10,6 +10,7 @@ import copy
 import functools
 import importlib.util
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +32,8 @@ from schema_sources import manifest_errors, strict
 from test_render import EXAMPLE, EXAMPLE_BASELINE, ROOT, example_doc
 
 CRD_PATH = ROOT / "operator" / "crd.yaml"
+# k8s.io/apimachinery/pkg/util/validation: IsDNS1123Subdomain
+DNS1123_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,10 +129,33 @@ def cel_violations(schema: dict, value, path: str = "") -> list[tuple[str, str]]
     return out
 
 
+def list_map_duplicates(schema: dict, value, path: str = "") -> list[str]:
+    """Entries of `x-kubernetes-list-type: map` lists repeating an earlier entry's keys: the API
+    server refuses those itself ("Duplicate value"), before any CEL rule runs."""
+    out = []
+    if isinstance(value, list) and schema.get("x-kubernetes-list-type") == "map":
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        seen = set()
+        for i, item in enumerate(value):
+            key = tuple(item.get(k) for k in keys) if isinstance(item, dict) else None
+            if key in seen:
+                out.append(f"{path}[{i}]: Duplicate value: {dict(zip(keys, key))}")
+            seen.add(key)
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name in value:
+                out += list_map_duplicates(sub, value[name], f"{path}.{name}" if path else name)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += list_map_duplicates(schema["items"], item, f"{path}[{i}]")
+    return out
+
+
 def crd_errors(doc: dict) -> list[str]:
-    """What the API server would say about a ModelMonitor: strict schema errors, then (after
-    defaulting) CEL rule failures."""
+    """What the API server would say about a ModelMonitor: strict schema errors and duplicate
+    list-map keys, then (after defaulting) CEL rule failures."""
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _monitor_validator().iter_errors(doc)]
+    errors += list_map_duplicates(monitor_schema(), doc)
     if errors:
         return errors
     defaulted = apply_defaults(monitor_schema(), doc)
@@ -262,7 +288,9 @@ INVALID = [
     ({"window": {"slide": "15s"}}, "'duration' is a required property", "spec.window.duration"),
     ({"baseline": None}, "drift detectors need a baseline", "spec.baseline"),
     ({"baseline": {}}, "exactly one of file, configMapRef", "spec.baseline"),
-    ({"schema": _features("a", "b", "a")}, "feature names must be unique", "spec.schema.features[2].name"),
+    ({"schema": _features("a", "b", "a")}, "spec.schema.features[2]: Duplicate value", "spec.schema.features[2].name"),
+    ({"schema": dict(_features("a"), predictions=[{"name": "p"}, {"name": "p"}])},
+     "spec.schema.predictions[1]: Duplicate value", "spec.schema.predictions[1].name"),
     ({"schema": dict(_features("a"), predictions=[{"name": "a"}])}, "differ from every feature name",
      "spec.schema.predictions"),
     ({"schema": {"features": []}}, "should be non-empty", "spec.schema.features"),
@@ -587,6 +615,9 @@ class FakeApiServer:
         if (record["method"], path) in self.fail:
             code = self.fail[(record["method"], path)]
             return code, {"kind": "Status", "status": "Failure", "message": f"refused {path}", "code": code}
+        if record["method"] == "GET" and path == f"/apis/{k8s_apply.API_VERSION}/{k8s_apply.MONITOR_PLURAL}":
+            return 200, {"kind": "ModelMonitorList", "items": [
+                copy.deepcopy(o) for p, o in sorted(self.objects.items()) if p.rsplit("/", 2)[-2] == "modelmonitors"]}
         if record["method"] == "GET" and "labelSelector" in query:
             if path in self.missing_collections:
                 return 404, {"kind": "Status", "code": 404, "message": "the server could not find the requested resource"}
@@ -722,6 +753,21 @@ def test_apply_failure_is_reported_in_status_and_an_event():
                                                "kind": "ModelMonitor", "name": "iris", "namespace": "ns",
                                                "uid": body["metadata"]["uid"]}
     assert manifest_errors(event["body"]) == []
+    # The API server validates generateName as a DNS-1123 subdomain once a trailing '-' is
+    # masked (apimachinery NameIsDNSSubdomain with prefix=true); "iris." was refused there.
+    prefix = event["body"]["metadata"]["generateName"]
+    assert prefix.startswith("iris") and re.fullmatch(DNS1123_SUBDOMAIN, prefix[:-1] if prefix.endswith("-") else prefix)
+
+
+def test_a_refused_event_does_not_fail_the_reconcile():
+    body = inline_example()
+    body["spec"]["drift"] = {"psi": {"threshold": -1}}
+    with FakeApiServer() as api:
+        api.add_monitor(body)
+        api.fail[("POST", "/api/v1/namespaces/ns/events")] = 422
+        result = k8s_apply.reconcile_monitor(api.client(), body, None)
+    assert result.status_patched and result.errors == []
+    assert {c["type"]: c["status"] for c in result.status["conditions"]}["ConfigValid"] == "False"
 
 
 def test_invalid_spec_patches_status_and_posts_an_event_but_no_child_request():
@@ -780,10 +826,46 @@ def test_controller_registers_handlers_without_finalizers():
     assert {(h.selector.group, h.selector.any_name) for h in changing} == {(module.GROUP, "modelmonitors")}
     assert reasons == {"create", "update", "resume"}  # no delete: children go by ownerReference GC
     assert not any(h.requires_finalizer for h in changing)
-    assert [h.id for h in registry._spawning.get_all_handlers()] == ["drift_correction"]
+    # No timers or daemons: kopf puts its finalizer on every object they serve (seen on a real
+    # API server, tests/apiserver), and a monitor could then not be deleted without the operator.
+    assert registry._spawning.get_all_handlers() == []
+    activities = {h.id for h in registry._activities.get_all_handlers()}
+    assert {"start_drift_correction", "stop_drift_correction"} <= activities
+    # A child's ADDED event (the operator just created it) or the initial listing does not
+    # reconcile the owner again; this returns before any API call.
+    child = {"metadata": {"namespace": "ns", "labels": {render.LABEL_MANAGED_BY: render.MANAGER,
+                                                        render.LABEL_MONITOR: "iris"}}}
+    for event_type in (None, "ADDED"):
+        assert module._owner_changed(child, event_type, None) is None
     watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()}
     assert watched == {("serving.knative.dev", "services"), ("eventing.knative.dev", "triggers"),
                        ("sources.knative.dev", "pingsources")}
     for handler in registry._watching.get_all_handlers():
         assert handler.labels == module.CHILD_LABELS
     assert module.PLURAL == "modelmonitors" and module.GROUP == crd()["spec"]["group"]
+
+
+def test_resync_reconciles_every_monitor_and_skips_those_being_deleted():
+    """The periodic drift correction (operator/controller.py): one list of all monitors, then a
+    reconcile of each; a child deleted behind the operator's back comes back."""
+    body = inline_example()
+    dying = copy.deepcopy(body)
+    dying["metadata"].update({"name": "dying", "deletionTimestamp": "2026-11-22T10:00:00Z", "uid": "u-dying"})
+    with FakeApiServer() as api:
+        client = api.client()
+        api.add_monitor(body)
+        api.add_monitor(dying)
+        k8s_apply.reconcile_monitor(client, body, None)
+        trigger = "/apis/eventing.knative.dev/v1/namespaces/ns/triggers/iris-drift"
+        del api.objects[trigger]
+        api.requests.clear()
+        results = k8s_apply.resync_all(client)
+        assert set(results) == {("ns", "iris")}
+        [action] = results[("ns", "iris")].actions
+        assert (action.op, action.kind, action.name, action.reason) == ("apply", "Trigger", "iris-drift", "missing")
+        assert trigger in api.objects
+        assert api.requests[0]["path"] == "/apis/monitoring.modelmonitor.io/v1alpha1/modelmonitors"
+        assert not any("/dying" in r["path"] or "monitor%3Ddying" in r["path"] for r in api.requests)
+        api.fail[("GET", "/apis/eventing.knative.dev/v1/namespaces/ns/triggers")] = 500
+        assert results != k8s_apply.resync_all(client)  # an API error is reported, not raised
+        assert "500" in k8s_apply.resync_all(client)[("ns", "iris")]

@@ -144,6 +144,11 @@ class KubeClient:
                 found[reconcile.child_key(obj)] = obj
         return found
 
+    def list_monitors(self) -> list[dict]:
+        """Every ModelMonitor in every namespace (one request: the periodic resync)."""
+        doc = self.request("GET", f"/apis/{API_VERSION}/{MONITOR_PLURAL}")
+        return [{**item, "apiVersion": API_VERSION, "kind": KIND} for item in (doc or {}).get("items") or []]
+
     def get_monitor(self, namespace: str, name: str) -> dict | None:
         try:
             return self.request("GET", resource_path(API_VERSION, KIND, namespace, name))
@@ -169,7 +174,9 @@ class KubeClient:
         now = now or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": namespace},
+            # generateName must itself be a DNS-1123 subdomain apart from a trailing '-': the
+            # API server refuses "<name>." (seen on the real apiextensions-apiserver).
+            "metadata": {"generateName": f"{meta.get('name')}-", "namespace": namespace},
             "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta.get("name"),
                                "namespace": namespace, "uid": meta.get("uid")},
             "reason": reason, "message": message[:1024], "type": event_type,
@@ -254,8 +261,29 @@ def reconcile_monitor(client: KubeClient, monitor_body: Mapping, image: str | No
         result.status_patched = True
     before, after = _ready(old), _ready(status)
     if after[0] == "False" and after[1] in ("InvalidSpec", "ReconcileError") and after != before:
-        client.post_event(body, after[1], after[2] or "", now=now)
+        try:
+            client.post_event(body, after[1], after[2] or "", now=now)
+        except ApiException as exc:
+            # The status already says it; a refused Event must not fail the reconcile.
+            log.warning("event about %s/%s refused: %s", namespace, name, _error_text(exc))
     return result
+
+
+def resync_all(client: KubeClient, image: str | None = None) -> dict[tuple[str, str], ReconcileResult | str]:
+    """Reconcile every ModelMonitor once (drift correction: children edited or deleted behind
+    the operator's back). Monitors being deleted are skipped; one monitor's failure (an API
+    error) is recorded as text and does not stop the others."""
+    out: dict[tuple[str, str], ReconcileResult | str] = {}
+    for monitor in client.list_monitors():
+        meta = monitor.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        key = (meta.get("namespace") or "default", meta.get("name"))
+        try:
+            out[key] = reconcile_monitor(client, monitor, image)
+        except ApiException as exc:
+            out[key] = _error_text(exc)
+    return out
 
 
 def children_of(event_objects: Iterable[Mapping]) -> set[tuple[str, str]]:

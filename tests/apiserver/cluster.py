@@ -148,7 +148,7 @@ class ControlPlane:
         front = self._spawn("front", [
             sys.executable, str(HERE / "front.py"), "--upstream", self.apiserver_url,
             "--ca", str(self.certs["ca.crt"]), "--cert", str(self.certs["client.crt"]),
-            "--key", str(self.certs["client.key"]), "--port", str(front_port)])
+            "--key", str(self.certs["client.key"]), "--port", str(front_port), "--access-log"])
         self._wait("front", front, lambda: urllib.request.urlopen(f"{self.front_url}/api", timeout=2).status == 200, 30)
         self.kubeconfig_path = self.workdir / "front.kubeconfig"
         self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.front_url)))
@@ -164,7 +164,11 @@ class ControlPlane:
             with urllib.request.urlopen(req, context=self.ssl_context, timeout=30) as rsp:
                 return rsp.status, json.loads(rsp.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"{}")
+            except ValueError:  # plain-text errors (e.g. "404 page not found")
+                return exc.code, {"message": raw.decode(errors="replace")}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

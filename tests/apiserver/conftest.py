@@ -41,6 +41,11 @@ def api(control_plane) -> Api:
         create_crd(api, crd)
     for crd in [monitor_crd(), *STAND_INS]:
         wait_for(f"CRD {crd['metadata']['name']} Established", lambda: established(api, crd["metadata"]["name"]))
+        # Established comes before the resource's storage (watch cache) is ready; until then
+        # requests get 429 "storage is (re)initializing".
+        spec = crd["spec"]
+        path = f"/apis/{spec['group']}/{spec['versions'][0]['name']}/{spec['names']['plural']}"
+        wait_for(f"{path} to list", lambda: api.call("GET", path)[0] == 200)
     TIMINGS["crds_established_s"] = time.monotonic() - started
     return api
 

@@ -5,7 +5,8 @@ they define, but no core API (``/api/v1``) and no ``/apis`` root listing of the 
 (in a full cluster kube-apiserver and its aggregator provide both). kopf and the operator need
 a little of that, so this front, listening on plain HTTP on 127.0.0.1:
 
-- answers ``/api`` and ``/api/v1`` discovery and builds the ``/apis`` group list from the
+- answers ``/api`` and ``/api/v1`` discovery (ConfigMaps, Events and, for kopf's start-up
+  check only, Namespaces, which kopf never requests when it watches all namespaces) and builds the ``/apis`` group list from the
   upstream's own list plus the CRDs the upstream reports Established;
 - maps the two core kinds the operator writes, ConfigMap and Event, onto CustomResourceDefinitions
   in the test group ``core.apiserver-test.modelmonitor.io`` (see ``cluster.CORE_CRDS``): the path
@@ -26,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
+import sys
 import ssl
 from typing import Any
 
@@ -89,8 +92,11 @@ class Front:
 
     # -- discovery --------------------------------------------------------------------------
     async def get_json(self, path: str) -> Any:
+        """The upstream's JSON at ``path``, or None when it serves nothing there (404)."""
         assert self.session is not None
         async with self.session.get(self.upstream + path, headers={"Accept": "application/json"}) as rsp:
+            if rsp.status == 404:
+                return None
             rsp.raise_for_status()
             return await rsp.json(content_type=None)
 
@@ -101,11 +107,19 @@ class Front:
     async def api_v1(self, request: web.Request) -> web.Response:
         resources = [{"name": plural, "singularName": singular, "namespaced": True, "kind": kind,
                       "verbs": verbs} for plural, (kind, singular, verbs) in CORE_RESOURCES.items()]
+        # kopf waits for namespaces to be discoverable before it starts, even when it watches
+        # all namespaces and therefore never lists them; nothing here serves them.
+        resources.append({"name": "namespaces", "singularName": "namespace", "namespaced": False,
+                          "kind": "Namespace", "verbs": ["get", "list", "watch"]})
         return web.json_response({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
 
     async def apis(self, request: web.Request) -> web.Response:
-        listing = await self.get_json("/apis")
+        # The standalone server answers 404 on /apis; its own group it does describe.
+        listing = await self.get_json("/apis") or {}
         groups = {g["name"]: g for g in listing.get("groups") or []}
+        own = await self.get_json("/apis/apiextensions.k8s.io")
+        if own and own.get("name"):
+            groups.setdefault(own["name"], {k: own[k] for k in ("name", "versions", "preferredVersion")})
         crds = await self.get_json("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
         for crd in crds.get("items") or []:
             conditions = {c.get("type"): c.get("status") for c in (crd.get("status") or {}).get("conditions") or []}
@@ -194,9 +208,13 @@ def main() -> None:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     args = parser.parse_args()
+    if args.access_log:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     web.run_app(make_app(args.upstream, args.ca, args.cert, args.key), host="127.0.0.1", port=args.port,
-                print=None, access_log=None, handle_signals=True)
+                print=None, access_log=logging.getLogger("front.access") if args.access_log else None,
+                handle_signals=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ class Api:
             with urllib.request.urlopen(req, timeout=30) as rsp:
                 return rsp.status, json.loads(rsp.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"{}")
+            except ValueError:  # plain-text errors (e.g. "404 page not found")
+                return exc.code, {"message": raw.decode(errors="replace")}
 
     def ok(self, method: str, path: str, body=None, **kwargs) -> dict:
         status, doc = self.call(method, path, body, **kwargs)
