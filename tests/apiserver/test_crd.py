@@ -14,6 +14,7 @@ import json
 import pytest
 
 from kube import CRD_PATH, established, monitor_crd
+from modelmonitor.core.spec import DETECTORS
 from test_operator import INVALID, apply_defaults, monitor_schema, with_changes
 
 MONITORS = "/apis/monitoring.modelmonitor.io/v1alpha1/namespaces/crd-test/modelmonitors"
@@ -139,8 +140,7 @@ CEL_CASES = {
         {"deadLetterSink": {"ref": {"apiVersion": "v1", "kind": "Service", "name": "dlq"}}}, {"deadLetterSink": {}}),
     **{(f".spec.drift.{d}", "threshold must not be negative"): (
         {"drift": {d: dict(_OK_THRESHOLD)}}, {"drift": {d: {"threshold": -0.5}}})
-       for d in ("chiSquare", "hellinger", "jensenShannon", "kolmogorovSmirnov", "kullbackLeibler", "psi",
-                 "wasserstein", "wassersteinNorm")},
+       for d in DETECTORS},
     **{(f".spec.functions.{r}", "minScale must not exceed maxScale"): (
         {"functions": {r: {"minScale": 2, "maxScale": 2}}}, {"functions": {r: {"minScale": 3, "maxScale": 2}}})
        for r in ("aggregate", "drift", "ingest", "outlier")},
