@@ -280,9 +280,10 @@ def test_unresolvable_ref_is_a_clear_error_at_start():
 
 def test_docstring_examples_hold():
     from modelmonitor.core import backoff as backoff_module
-    from modelmonitor.local.broker import config, filters, targets
-    for module in (broker_module, config, filters, targets, backoff_module, procs_module,
-                   serve_module):
+    from modelmonitor.local import runner, supervisor
+    from modelmonitor.local.broker import config, dispatch, filters, log, targets, wire
+    for module in (broker_module, config, filters, targets, log, wire, dispatch, backoff_module,
+                   procs_module, serve_module, supervisor, runner):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -411,7 +412,7 @@ def test_permanent_failure_goes_to_dead_letter_sink_after_retries(funcs, make_br
     assert (stats["retried"], stats["dead_lettered"], stats["delivered"]) == (2, 1, 0)
 
 
-def test_non_retryable_400_is_dead_lettered_at_once_or_dropped(funcs, make_broker):
+def test_non_retryable_400_is_dead_lettered_at_once_or_kept_in_the_dead_letter_log(funcs, make_broker):
     b = make_broker([
         trigger("bad-dls", ref("bad"), {"type": "test.bad", "testcase": "dls"},
                 delivery={"retry": 5, "backoffDelay": "PT0.05S",
@@ -433,7 +434,18 @@ def test_non_retryable_400_is_dead_lettered_at_once_or_dropped(funcs, make_broke
     stats = b.stats()
     assert stats["triggers"]["bad-dls"]["retried"] == 0
     assert stats["triggers"]["bad-dls"]["dead_lettered"] == 1
-    assert stats["triggers"]["bad-drop"]["dropped"] == 1 and stats["dropped"] == 1
+    # Without a deadLetterSink nothing is dropped: the event waits in the local dead-letter log
+    # with the reason, and a redrive delivers it again to that Trigger only.
+    assert stats["triggers"]["bad-drop"]["dead_letter_logged"] == 1 and stats["dropped"] == 0
+    kept = b.log.dead_letters()
+    assert [(d.trigger, d.status, d.entry.headers["ce-id"]) for d in kept] == \
+        [("bad-drop", 400, to_drop["id"])]
+    assert "non-retryable" in kept[0].reason and stats["dead_letters"] == 1
+    assert b.log.redrive(trigger="bad-drop") == 1 and b.log.dead_letter_count() == 0
+    assert b.wait_idle(10)
+    assert len(records_for(funcs.rec("bad"), {to_drop["id"]})) == 2
+    assert len(records_for(funcs.rec("bad"), {to_dls["id"]})) == 1   # not redriven
+    assert [d.entry.headers["ce-id"] for d in b.log.dead_letters()] == [to_drop["id"]]
 
 
 def test_ingress_paths_and_rejections(funcs, make_broker):

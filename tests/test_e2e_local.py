@@ -437,7 +437,7 @@ def test_modelmonitor_run_subprocess_starts_serves_and_stops_on_ctrl_c(tmp_path)
     log = open(tmp_path / "run.log", "wb")
     metrics_port = free_port()
     proc = subprocess.Popen([exe, "run", str(monitor), "--port", str(port), "--metrics-port", str(metrics_port),
-                             "--subscribe",
+                             "--state-dir", str(tmp_path / "run-state"), "--subscribe",
                              str(tmp_path / "alert-trigger.yaml")], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
                             env={**os.environ, "TMPDIR": str(tmp_path)})     # its function logs
@@ -497,6 +497,11 @@ def test_modelmonitor_run_subprocess_starts_serves_and_stops_on_ctrl_c(tmp_path)
         got = wait_until(lambda: [e for s, p, e in alerts.snapshot() if p == "/alerts"], 30)
         assert got, (tmp_path / "run.log").read_text()[-3000:]
         assert got[0]["type"] == ev.DRIFT_DETECTED and got[0]["id"] == f"iris/{base + 1000}/{base + 2000}/alert"
+        # The same alert on the console, one line, without any receiver of the user's.
+        window = f"{ev.ms_to_rfc3339(base + 1000)} .. {ev.ms_to_rfc3339(base + 2000)}"
+        assert wait_until(lambda: [line for line in (tmp_path / "run.log").read_text().splitlines()
+                                   if line.startswith("ALERT ") and window in line], 10), \
+            (tmp_path / "run.log").read_text()[-3000:]
 
         # Ctrl-C: SIGINT to the whole foreground process group, as a terminal sends it.
         started = time.monotonic()
@@ -505,6 +510,7 @@ def test_modelmonitor_run_subprocess_starts_serves_and_stops_on_ctrl_c(tmp_path)
         assert time.monotonic() - started < 10
         assert wait_until(lambda: not session_pids(proc.pid), 5), session_pids(proc.pid)
         assert b"stopping" in (tmp_path / "run.log").read_bytes()
+        assert b"every accepted event was delivered" in (tmp_path / "run.log").read_bytes()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -351,10 +351,15 @@ def test_clock_skew_oversized_and_malformed_events(tmp_path):
         assert late_events[0]["watermarkMs"] >= window_end
         assert sum(w[0]["late"] for w in recorder.windows().values()) == len(past.rows)
         # The broker refused the oversized and malformed requests itself; ingest's 400s were
-        # dropped after one attempt (no dead-letter sink configured: ingest sent its own).
+        # not retried (one attempt each) and, with no dead-letter sink configured, are kept in
+        # the local dead-letter log (ingest also sent its own event.rejected); nothing dropped.
         stats = run.broker.stats()
         assert stats["rejected"] >= 2 + len(malformed)
-        assert stats["triggers"][f"{run.spec.name}-ingest-request"]["dropped"] == 1 + len(bad_payloads)
+        ingest_stats = stats["triggers"][f"{run.spec.name}-ingest-request"]
+        assert ingest_stats["dead_letter_logged"] == 1 + len(bad_payloads) and stats["dropped"] == 0
+        kept = {d.entry.headers["ce-id"]: d for d in run.broker.log.dead_letters()}
+        assert set(kept) == {future.id} | {sent.id for _, sent, _ in special["bad"]}
+        assert all(d.status == 400 and "non-retryable" in d.reason for d in kept.values())
 
 
 def send_other_isvc(logger: Logger) -> Sent:

@@ -112,9 +112,11 @@ class FunctionProcess:
             if self.log_file is not None:
                 self._log_handle = open(self.log_file, "ab")
                 out = self._log_handle
+            # Its own process group: a terminal's Ctrl-C reaches `modelmonitor run` only, which
+            # drains the broker into the still running functions before it stops them.
             self._proc = subprocess.Popen(self.command(), env=env, stdout=out, cwd=self.cwd,
                                           stderr=subprocess.STDOUT if out else None,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, process_group=0)
             log.info("started function %s (pid %d) at %s", self.name, self._proc.pid, self.url)
         if wait:
             self.wait_ready()

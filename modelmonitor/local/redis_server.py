@@ -72,7 +72,9 @@ class RedisServer:
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group: a terminal's Ctrl-C must not stop it before its users.
+        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     process_group=0)
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5,
                              password=self.password)

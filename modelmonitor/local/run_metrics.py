@@ -39,11 +39,22 @@ class RunCollector:
                         target.add_sample(s.name, dict(s.labels, function=role, replica=str(i)), s.value,
                                           s.timestamp, s.exemplar)
         yield from merged.values()
+        supervisor = getattr(self.run, "supervisor", None)
+        if supervisor is not None:
+            restarts = supervisor.restarts
+            c = CounterMetricFamily("modelmonitor_function_restarts",
+                                    "Function processes restarted by modelmonitor run's supervisor",
+                                    labels=["function", "replica"])
+            for role, pool in self.run.pools.items():
+                for i, proc in enumerate(pool):
+                    c.add_metric([role, str(i)], restarts.get(proc.name, 0))
+            yield c
         broker = self.run.broker
         if broker is None:
             return
         stats = broker.stats()
-        for key in ("matched", "delivered", "replies", "retried", "dead_lettered", "dropped"):
+        for key in ("matched", "delivered", "replies", "retried", "dead_lettered", "dead_letter_logged",
+                    "dropped"):
             c = CounterMetricFamily(f"modelmonitor_broker_{key}", f"Local broker deliveries: {key}",
                                     labels=["trigger"])
             for trigger, counts in stats.get("triggers", {}).items():
@@ -52,9 +63,16 @@ class RunCollector:
         accepted = CounterMetricFamily("modelmonitor_broker_accepted", "Events accepted by the broker ingress")
         accepted.add_metric([], stats.get("accepted", 0))
         yield accepted
-        pending = GaugeMetricFamily("modelmonitor_broker_pending", "Deliveries queued or in flight")
-        pending.add_metric([], stats.get("pending", 0))
+        pending = GaugeMetricFamily("modelmonitor_broker_pending",
+                                    "Events in the broker log some Trigger has not finished with")
+        if stats.get("pending") is not None:
+            pending.add_metric([], stats["pending"])
         yield pending
+        dead = GaugeMetricFamily("modelmonitor_broker_dead_letters",
+                                 "Events in the local dead-letter log (modelmonitor deadletters list)")
+        if stats.get("dead_letters") is not None:
+            dead.add_metric([], stats["dead_letters"])
+        yield dead
 
 
 def serve_run_metrics(run, port: int, host: str = "127.0.0.1"):

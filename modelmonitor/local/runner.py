@@ -10,38 +10,56 @@ analysis Triggers write to Kafka topics.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Callable, TextIO
 
 from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
-from modelmonitor.local.broker import LocalBroker, load_triggers
+from modelmonitor.local.broker import LocalBroker, RedisStreamLog, load_triggers
 from modelmonitor.handlers import Monitor
-from modelmonitor.local.procs import FunctionPool, free_port
-from modelmonitor.local.redis_server import RedisServer
+from modelmonitor.local.procs import SERVE_MODULE, FunctionPool, FunctionStartError, free_port
+from modelmonitor.local.redis_server import RedisServer, connect
+from modelmonitor.local.supervisor import Supervisor
 from modelmonitor.cluster.render import render_broker, render_ping_source, render_wiring, roles_for
 from modelmonitor.core.spec import load_monitor
 
 log = logging.getLogger("modelmonitor.run")
 
+#: In the state dir while a run uses it: its pid and its child processes' pids.
+RUN_FILE = "run.json"
+#: Seconds a function process may take to answer its readiness probe (imports are slow on a
+#: busy machine).
+READY_TIMEOUT = 60.0
+
 
 class LocalRun:
+    """The pipeline on one machine. `state_dir` keeps the broker log (a private redis-server,
+    fsynced on every write) and, without `redis_url`, the window state too; a run started
+    again on the same `state_dir` continues where the last one stopped. Without `state_dir`
+    a temporary one is used and removed at `stop()`. `alerts` prints each drift.detected
+    alert as one line on `alert_stream`; `supervise` restarts function processes that exit
+    or fail their liveness probe."""
+
     def __init__(self, monitor_path: str, *, baseline_path: str | None = None, redis_url: str | None = None,
                  host: str = "127.0.0.1", port: int = 8080, subscribe: list[str] | None = None,
                  replicas: dict[str, int] | None = None, kafka_bootstrap: str | None = None,
                  kafka_topic: str = "inference-logs", events_out: str | None = None, tick_seconds: float = 5.0,
                  on_event: Callable[[Event], None] | None = None, log_dir: str | None = None,
-                 threads: int = 16):
+                 threads: int = 16, state_dir: str | None = None, alerts: bool = True,
+                 alert_stream: TextIO | None = None, supervise: bool = True,
+                 stop_timeout: float = 5.0):
         self.monitor_path = os.path.abspath(monitor_path)
         self.spec = load_monitor(self.monitor_path)
         baseline_path = baseline_path or (self.spec.baseline_ref or {}).get("file")
@@ -50,6 +68,7 @@ class LocalRun:
             load_baseline(self.baseline_path)  # fail now, with the reason, not in four processes
         Monitor(self.spec, load_baseline(self.baseline_path) if self.baseline_path else None)
         self.redis_url = redis_url
+        self.user_redis = redis_url is not None
         self.host = host
         self.port = port or free_port(host)
         self.subscribe = subscribe or []
@@ -62,11 +81,19 @@ class LocalRun:
         self._own_log_dir = log_dir is None       # a temporary folder of ours: removed by stop()
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="modelmonitor-run-")
         self.threads = threads
+        self.state_dir = os.path.abspath(state_dir) if state_dir else None
+        self.alerts = alerts
+        self.alert_stream = alert_stream
+        self.supervise = supervise
+        self.stop_timeout = stop_timeout
         self.redis_server: RedisServer | None = None
+        self.log_client = None
         self.pools: dict[str, FunctionPool] = {}
         self.broker: LocalBroker | None = None
+        self.supervisor: Supervisor | None = None
         self.kafka_ingress = None
         self.kafka_writers: list = []
+        self.undelivered: dict[str, int] | None = None
         self._events_file = None
         self._events_lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,6 +120,10 @@ class LocalRun:
         if self.user_on_event is not None:
             self.user_on_event(event)
 
+    def _print_alert(self, event: Event) -> None:
+        """The console's alert Trigger: one line per drift.detected."""
+        print(alert_line(event), file=self.alert_stream or sys.stdout, flush=True)
+
     def start(self) -> "LocalRun":
         try:
             self._start()
@@ -103,21 +134,33 @@ class LocalRun:
 
     def _start(self) -> None:
         os.makedirs(self.log_dir, exist_ok=True)   # a caller's log_dir need not exist yet
+        if self.state_dir:
+            os.makedirs(self.state_dir, exist_ok=True)
+            reap_previous_run(self.state_dir)
+        # The broker log's own server, durable (AOF fsynced on every write); it holds the
+        # window state too unless the user gave a Redis.
+        self.redis_server = RedisServer(durable=True, directory=self.state_dir).start()
         if self.redis_url is None:
-            self.redis_server = RedisServer(durable=True).start()
             self.redis_url = self.redis_server.url
+        self.log_client = connect(self.redis_server.url, socket_timeout=30)
+        self._write_run_file()
         for role in roles_for(self.spec):
             pool = FunctionPool(f"{self.spec.name}-{role}", self.replicas.get(role, 1),
                                 args=["--role", role, "--threads", str(self.threads)],
-                                env=self.function_env(role), host="127.0.0.1")
+                                env=self.function_env(role), host="127.0.0.1",
+                                ready_timeout=READY_TIMEOUT)
             for proc in pool:
                 proc.log_file = os.path.join(self.log_dir, proc.name + ".log")
             self.pools[role] = pool
         for pool in self.pools.values():
             pool.start(wait=False)
+        self._write_run_file()
         for pool in self.pools.values():
             for proc in pool:
                 proc.wait_ready()
+        if self.supervise:
+            self.supervisor = Supervisor([p for pool in self.pools.values() for p in pool],
+                                         on_restart=lambda _p: self._write_run_file()).start()
         docs = render_broker(self.spec.namespace, self.spec.broker) + render_wiring(self.spec)
         if not self.kafka_bootstrap:
             # Without Kafka, the analysis-topic Triggers have nowhere to deliver.
@@ -131,10 +174,18 @@ class LocalRun:
         resolve = {pool.name: pool.urls for pool in self.pools.values()}
         if self.events_out:
             self._events_file = open(self.events_out, "a", encoding="utf-8", buffering=1)
+        record = self.events_out is not None or self.user_on_event is not None
         self.broker = LocalBroker(triggers, resolve, host=self.host, port=self.port,
-                                  namespace=self.spec.namespace, name=self.spec.broker, on_event=self._on_event)
+                                  namespace=self.spec.namespace, name=self.spec.broker,
+                                  on_event=self._on_event if record else None,
+                                  log=RedisStreamLog(self.log_client, self.spec.namespace,
+                                                     self.spec.broker))
+        if self.alerts:
+            self.broker.add_sink_subscriber(f"{self.spec.name}-console-alerts",
+                                            {"type": ev.DRIFT_DETECTED, "monitor": self.spec.name},
+                                            self._print_alert)
         if self.kafka_bootstrap:
-            from modelmonitor.local.kafka_bridge import KafkaIngress, register_kafka_sinks
+            from modelmonitor.local.kafka_bridge import register_kafka_sinks
             self.kafka_writers = register_kafka_sinks(self.broker, getattr(triggers, "kafka_sinks", {}),
                                                       bootstrap=self.kafka_bootstrap)
         self.broker.start()
@@ -146,6 +197,19 @@ class LocalRun:
         self._ping_data = ping["spec"].get("data", json.dumps({"monitor": self.spec.name}))
         self._ticker = threading.Thread(target=self._tick_loop, name="pingsource", daemon=True)
         self._ticker.start()
+
+    def _write_run_file(self) -> None:
+        """Who this run is and which processes it started, so a run started later on the same
+        state dir can end what a killed run left behind."""
+        if not self.state_dir:
+            return
+        doc = {"pid": os.getpid(), "started": _started(os.getpid()), "logRedisUrl": self.redis_server.url if self.redis_server else None,
+               "children": ([self.redis_server.proc.pid] if self.redis_server and self.redis_server.proc else [])
+               + [p.pid for pool in self.pools.values() for p in pool if p.pid]}
+        path = os.path.join(self.state_dir, RUN_FILE)
+        with open(path + ".tmp", "w") as fh:
+            json.dump(doc, fh)
+        os.replace(path + ".tmp", path)
 
     def _tick_loop(self) -> None:
         """What the PingSource does on a cluster: a tick event for the aggregator."""
@@ -164,30 +228,135 @@ class LocalRun:
         except Exception as exc:  # a stopping broker
             log.debug("tick not published: %s", exc)
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int] | None:
+        """Stop everything; returns (and keeps in `undelivered`) how many events were left
+        undelivered: {"log": still in the broker log, "deadLetters": in the dead-letter log}
+        (None when it could not be told)."""
         self._stop.set()
         if self.kafka_ingress is not None:
             self.kafka_ingress.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()
         if self.broker is not None:
-            self.broker.stop(timeout=5)
+            self.broker.stop(timeout=self.stop_timeout)
+            try:
+                self.undelivered = {"log": self.broker.backlog(),
+                                    "deadLetters": self.broker.log.dead_letter_count()}
+            except Exception as exc:
+                log.warning("could not count undelivered events: %s", exc)
         for w in self.kafka_writers:
             w.close()
         for pool in self.pools.values():
             pool.stop()
+        if self.log_client is not None:
+            self.log_client.close()
+            self.log_client = None
         if self.redis_server is not None:
             self.redis_server.cleanup()
             self.redis_server = None
+        if self.state_dir:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.state_dir, RUN_FILE))
         if self._events_file is not None:
             self._events_file.close()
             self._events_file = None
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
+        return self.undelivered
 
     def __enter__(self) -> "LocalRun":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def alert_line(event: Event) -> str:
+    """One console line for a drift.detected alert.
+
+    >>> alert_line(Event({"type": "t", "source": "s", "id": "i"}, {"monitor": "iris",
+    ...     "severity": "warning", "window": {"start": "A", "end": "B"}, "count": 40,
+    ...     "driftedFeatures": ["x"], "reason": "x drifted in 2 windows"}))
+    'ALERT warning: iris drifted in window A .. B (40 instances; features x): x drifted in 2 windows'
+    """
+    d = event.data if isinstance(event.data, dict) else {}
+    w = d.get("window") or {}
+    return (f"ALERT {d.get('severity', '?')}: {d.get('monitor', event.get('monitor'))} drifted in "
+            f"window {w.get('start', '?')} .. {w.get('end', '?')} ({d.get('count', '?')} instances; "
+            f"features {', '.join(d.get('driftedFeatures') or []) or '?'}): {d.get('reason', '')}")
+
+
+def default_state_dir(spec) -> str:
+    """Where `modelmonitor run` keeps a monitor's broker log (and private Redis) by default:
+    $XDG_STATE_HOME/modelmonitor/<namespace>/<monitor> (~/.local/state/...)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "modelmonitor", spec.namespace, spec.name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _started(pid: int) -> str | None:
+    """A process' start time (clock ticks since boot): with the pid, it tells a process from a
+    later one that got the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_alive(doc: dict) -> bool:
+    """Whether the run a run file describes is still running."""
+    pid = int(doc.get("pid") or 0)
+    return bool(pid) and _pid_alive(pid) and _started(pid) == doc.get("started")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def reap_previous_run(state_dir: str) -> None:
+    """End the processes a killed run left behind on this state dir (its functions would keep
+    closing windows, its redis-server holds the log's files); refuse while that run lives."""
+    path = os.path.join(state_dir, RUN_FILE)
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return
+    pid = int(doc.get("pid") or 0)
+    if pid != os.getpid() and run_alive(doc):
+        raise RunStateBusyError(f"another modelmonitor run (pid {pid}) uses the state dir {state_dir}; "
+                                f"stop it first or pass another --state-dir")
+    for child in doc.get("children") or []:
+        cmd = _cmdline(int(child))
+        if SERVE_MODULE in cmd or "redis-server" in cmd:
+            log.warning("ending pid %d left behind by a run that was killed (%s)", child, cmd.strip()[:80])
+            with contextlib.suppress(ProcessLookupError):
+                # redis-server flushes its AOF on SIGTERM; functions hold nothing unwritten.
+                os.kill(int(child), signal.SIGTERM if "redis-server" in cmd else signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive(int(child)) and "redis-server" in _cmdline(int(child)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+class RunStateBusyError(RuntimeError):
+    """The state dir belongs to a run that is still running."""
 
 
 def parse_replicas(items: list[str]) -> dict[str, int]:
@@ -201,15 +370,38 @@ def parse_replicas(items: list[str]) -> dict[str, int]:
     return out
 
 
+def redis_durability(url: str) -> str:
+    """What a Redis server promises about acknowledged writes, as its own configuration says."""
+    try:
+        client = connect(url, socket_timeout=5)
+        try:
+            conf = client.config_get("append*")
+        finally:
+            client.close()
+    except Exception as exc:  # CONFIG may be refused (managed Redis); say so
+        return f"unknown (CONFIG GET refused: {exc})"
+    if conf.get("appendonly") != "yes":
+        return "not durable: appendonly is off, a crash of that Redis loses writes since its last snapshot"
+    fsync = conf.get("appendfsync", "?")
+    if fsync == "always":
+        return "durable: appendonly, fsync on every write"
+    if fsync == "everysec":
+        return "appendonly with fsync every second: a crash of that host can lose the last second"
+    return f"appendonly with appendfsync {fsync}: the OS decides when writes reach the disk"
+
+
 def run_from_args(args) -> int:
     from modelmonitor.core.spec import SpecError
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        spec = load_monitor(args.monitor)
+        state_dir = args.state_dir or default_state_dir(spec)
         run = LocalRun(args.monitor, baseline_path=args.baseline, redis_url=args.redis, host=args.host,
                        log_dir=args.log_dir,
                        port=args.port, subscribe=args.subscribe, replicas=parse_replicas(args.replicas),
                        kafka_bootstrap=args.kafka_bootstrap, kafka_topic=args.kafka_topic,
-                       events_out=args.events_out, tick_seconds=args.tick)
+                       events_out=args.events_out, tick_seconds=args.tick, state_dir=state_dir,
+                       alerts=not args.no_alerts)
     except SpecError as exc:
         raise SystemExit(f"modelmonitor run: {args.monitor}: {exc}")
     except (OSError, ValueError) as exc:
@@ -217,7 +409,10 @@ def run_from_args(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    run.start()
+    try:
+        run.start()
+    except (RunStateBusyError, FunctionStartError, RuntimeError, OSError) as exc:
+        raise SystemExit(f"modelmonitor run: {exc}")
     metrics_line = ""
     if args.metrics_port:
         from modelmonitor.local.run_metrics import serve_run_metrics
@@ -226,13 +421,31 @@ def run_from_args(args) -> int:
             metrics_line = f"  metrics (all functions + broker): http://{args.host}:{args.metrics_port}/metrics\n"
         except OSError as exc:
             metrics_line = f"  metrics endpoint not started (port {args.metrics_port}: {exc.strerror})\n"
+    backlog = run.broker.backlog()
+    resumed = f" ({backlog} undelivered events from an earlier run resume now)" if backlog else ""
+    state = (f"  window state: {run.redis_url} ({redis_durability(run.redis_url)})\n" if run.user_redis
+             else "  window state: the same private redis-server\n")
     print(f"ModelMonitor '{run.spec.name}' is running.\n"
           f"  broker ingress (point the KServe logger here): {run.ingress_url}\n"
-          f"  functions: " + ", ".join(f"{r} x{len(p)}" for r, p in run.pools.items()) + "\n"
-          f"  redis: {run.redis_url}\n  function logs: {run.log_dir}\n"
+          f"  functions: " + ", ".join(f"{r} x{len(p)}" for r, p in run.pools.items()) + " (restarted when they exit)\n"
+          f"  broker log and dead letters: {state_dir} (private redis-server, fsync on every write){resumed}\n"
+          + state +
+          f"  function logs: {run.log_dir}\n"
           + metrics_line +
+          ("  drift alerts are printed here (--no-alerts: off)\n" if run.alerts else "") +
           "Press Ctrl-C to stop.", flush=True)
     stop.wait()
     print("stopping...", flush=True)
-    run.stop()
+    left = run.stop()
+    if left is None:
+        print("stopped; could not count undelivered events (the broker log was unreachable)", flush=True)
+        return 1
+    total = left["log"] + left["deadLetters"]
+    if total:
+        print(f"stopped with {total} events undelivered: {left['log']} still in the broker log "
+              f"(delivered when `modelmonitor run` starts again with --state-dir {state_dir}), "
+              f"{left['deadLetters']} in the dead-letter log (`modelmonitor deadletters list "
+              f"{args.monitor}` shows them, `... redrive` delivers them again)", flush=True)
+        return 1
+    print("stopped; every accepted event was delivered", flush=True)
     return 0

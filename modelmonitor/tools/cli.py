@@ -145,6 +145,18 @@ def cmd_run(args) -> int:
         raise UsageError(f"could not start: {' '.join(str(exc).split())}") from None
 
 
+def cmd_deadletters(args) -> int:
+    from modelmonitor.core.spec import SpecError
+    from modelmonitor.local.deadletters import deadletters_from_args
+    try:
+        return deadletters_from_args(args)
+    except SpecError as exc:
+        _die(f"{args.monitor}: {exc}")
+    except (OSError, RuntimeError) as exc:
+        _die(str(exc), 1)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from modelmonitor.tools.demo import run_demo
     check_redis_binary()
@@ -253,7 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prometheus endpoint for every function and the broker (0: off)")
     s.add_argument("--log-dir", metavar="DIR",
                    help="keep the function processes' logs here (default: a temporary folder removed on exit)")
+    s.add_argument("--state-dir", metavar="DIR",
+                   help="where the broker log, its dead letters and (without --redis) the window state are "
+                        "kept; a run started again on it continues "
+                        "(default: ~/.local/state/modelmonitor/<namespace>/<monitor>)")
+    s.add_argument("--no-alerts", action="store_true", help="do not print drift alerts on the console")
     s.set_defaults(func=cmd_run)
+
+    s = command("deadletters", "list, redrive or purge the dead letters `modelmonitor run` kept")
+    s.add_argument("action", choices=["list", "redrive", "purge"],
+                   help="list them; redrive: deliver them again (to their Trigger only); purge: delete them")
+    s.add_argument("monitor", help="ModelMonitor YAML file")
+    s.add_argument("--state-dir", metavar="DIR", help="the state dir `run` used (default: the same as run's)")
+    s.add_argument("--trigger", metavar="NAME", help="only the dead letters of this Trigger")
+    s.add_argument("--id", dest="ids", action="append", metavar="ID", help="only this dead letter (repeatable)")
+    s.add_argument("--json", action="store_true", help="list as JSON")
+    s.set_defaults(func=cmd_deadletters)
 
     s = command("render", "print the Kubernetes manifests of a monitor (for GitOps, without the operator)")
     s.add_argument("monitor", help="ModelMonitor YAML file")

@@ -12,3 +12,7 @@ class UnsupportedFilterError(BrokerConfigError):
 
 class BrokerClosedError(RuntimeError):
     """An event was published to a broker that is not running."""
+
+
+class BrokerUnavailableError(BrokerClosedError):
+    """The broker cannot record an event now (its log is full or unreachable): HTTP 503."""

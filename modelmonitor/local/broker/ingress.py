@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from modelmonitor.runtime import wire
 
 from modelmonitor.local.broker.errors import BrokerClosedError
+from modelmonitor.local.broker.wire import binary_headers, to_binary_http
 
 if TYPE_CHECKING:
     from modelmonitor.local.broker.local_broker import LocalBroker
@@ -117,8 +118,11 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self._answer(400, "not a CloudEvent: " + (reason if len(reason) <= 300
                                                       else reason[:300] + "..."))
             return
+        # Kept in wire form: a binary-mode request as it came, a structured one converted once.
+        wire_form = (binary_headers(headers), body) if "ce-specversion" in headers \
+            else to_binary_http(event)
         try:
-            broker._accept(event, hops=0)
+            broker._accept(wire_form, event)
         except BrokerClosedError as err:
             self._answer(503, str(err))
             return

@@ -1,10 +1,8 @@
-"""The local broker itself: accepts events, matches Triggers, delivers with retries, replies and
-dead letters (see the package docstring)."""
+"""The local broker itself: accepts events into its log, starts a dispatcher per Trigger, keeps
+the counters (see the package docstring)."""
 from __future__ import annotations
 
-import base64
 import logging
-import queue
 import threading
 import time
 import urllib.parse
@@ -14,48 +12,34 @@ import urllib3
 
 from modelmonitor.core.events import Event
 
-from modelmonitor.core.backoff import backoff_delay
 from modelmonitor.local.broker.config import DEFAULT_DELIVERY, DeliverySpec, Destination, Trigger
-from modelmonitor.local.broker.errors import BrokerClosedError, BrokerConfigError
-from modelmonitor.local.broker.filters import AttributesFilter, MatchAll, event_attributes
+from modelmonitor.local.broker.dispatch import TRIGGER_COUNTERS, TriggerDispatcher
+from modelmonitor.local.broker.errors import (BrokerClosedError, BrokerConfigError,
+                                              BrokerUnavailableError)
+from modelmonitor.local.broker.filters import AttributesFilter, MatchAll
 from modelmonitor.local.broker.ingress import IngressServer
-from modelmonitor.local.broker.targets import (ERROR_CODE, ERROR_DATA, ERROR_DATA_LIMIT, ERROR_DEST,
-                                               _HttpTarget, _Outcome, _SinkTarget)
+from modelmonitor.local.broker.log import Completion, Entry, LogFullError, MemoryLog
+from modelmonitor.local.broker.targets import _HttpTarget, _SinkTarget
+from modelmonitor.local.broker.wire import lazy_event, to_binary_http, wire_attributes
+from state.group_commit import GroupCommitter
 
 log = logging.getLogger("modelmonitor.local.broker")
 
-
-_TRIGGER_COUNTERS = ("matched", "delivered", "replies", "retried", "dead_lettered", "dropped",
-                     "abandoned")
-
-
-class _TriggerRuntime:
-    """A started Trigger: resolved targets, effective delivery, queue, workers, counters."""
-
-    def __init__(self, trigger: Trigger, delivery: DeliverySpec, subscriber, dead_letter,
-                 workers: int):
-        self.trigger = trigger
-        self.delivery = delivery
-        self.subscriber = subscriber
-        self.dead_letter = dead_letter
-        self.workers = 1 if trigger.ordered else max(1, workers)
-        self.queue: queue.Queue = queue.Queue()
-        self.threads: list[threading.Thread] = []
-        self.counters = dict.fromkeys(_TRIGGER_COUNTERS, 0)
-
-
-_STOP = object()
+#: Seconds between two trims of the acknowledged head of the log.
+TRIM_INTERVAL = 1.0
 
 
 class LocalBroker:
-    """An in-memory broker with a Knative-compatible HTTP ingress and Trigger delivery.
+    """A broker with a Knative-compatible HTTP ingress, a log and Trigger delivery.
 
     `triggers` are Triggers (a `load_triggers` result); those for another broker name or
     namespace are ignored. `resolve` maps a subscriber `ref` name to its URL(s) (several =
     replicas, used round robin). `on_event(event)` sees every accepted event, including replies
-    and in-process publishes, possibly from several threads at once. `concurrency` is the
-    number of delivery workers per unordered Trigger. `delivery_defaults` overrides the YAML
-    Broker's `spec.delivery`.
+    and in-process publishes, once it is in the log, possibly from several threads at once.
+    `concurrency` is the number of delivery workers per unordered Trigger. `delivery_defaults`
+    overrides the YAML Broker's `spec.delivery`. `log` is where accepted events are kept until
+    delivered: a `RedisStreamLog` (durable; `modelmonitor run` uses one) or, by default, a
+    `MemoryLog` (lost with the process).
 
     >>> b = LocalBroker([], namespace="ml", name="monitoring")
     >>> b._is_ingress_path("/ml/monitoring"), b._is_ingress_path("/"), b._is_ingress_path("/x")
@@ -67,7 +51,7 @@ class LocalBroker:
                  name: str = "default", max_body_bytes: int = 10 * 1024 * 1024,
                  on_event: Callable[[Event], None] | None = None, *,
                  concurrency: int = 16, delivery_defaults: DeliverySpec | None = None,
-                 max_hops: int = 255):
+                 max_hops: int = 255, log=None):
         self.host = host
         self.port = port
         self.namespace = namespace
@@ -76,6 +60,7 @@ class LocalBroker:
         self.on_event = on_event
         self.concurrency = concurrency
         self.max_hops = max_hops
+        self.log = log if log is not None else MemoryLog()
         self.resolve = {k: [v] if isinstance(v, str) else list(v) for k, v in (resolve or {}).items()}
         broker_delivery = getattr(triggers, "broker_delivery", {}) or {}
         self.delivery_defaults = (delivery_defaults or broker_delivery.get(name) or
@@ -83,21 +68,22 @@ class LocalBroker:
         self.triggers: list[Trigger] = []
         for trigger in triggers:
             if trigger.broker != name or trigger.namespace not in (None, namespace):
-                log.warning("ignoring Trigger %s: it belongs to broker %s/%s, not %s/%s",
-                            trigger.name, trigger.namespace or namespace, trigger.broker,
-                            namespace, name)
+                log_ignored(trigger, namespace, name)
                 continue
             self.triggers.append(trigger)
         self._sinks: dict[str, Callable[[Event], Any]] = {}
         self._http: urllib3.PoolManager | None = None
-        self._runtimes: list[_TriggerRuntime] = []
+        self._dispatchers: list[TriggerDispatcher] = []
         self._server: IngressServer | None = None
         self._server_thread: threading.Thread | None = None
+        self._appender: GroupCommitter | None = None
+        self._completer: GroupCommitter | None = None
+        self._trimmer: threading.Thread | None = None
         self._started = False
         self._closed = False
         self._abandon = threading.Event()
-        self._idle = threading.Condition()
-        self._pending = 0
+        self._inflight_lock = threading.Lock()
+        self._inflight_n = 0
         self._counter_lock = threading.Lock()
         self._counters = dict.fromkeys(("accepted", "rejected", "unmatched", "loops_dropped",
                                         "dead_letter_failed"), 0)
@@ -118,12 +104,12 @@ class LocalBroker:
         Triggers whose subscriber `ref` has this name (e.g. `kind: KafkaSink, name: X`) deliver
         to `sink(event)` instead of a URL. With `filter_attributes` (a dict, possibly empty =
         every event), a Trigger of the same name routing those events to the sink is added too.
-        The sink may return a CloudEvent (a reply); an exception is a retryable failure.
+        The sink may return a Event (a reply); an exception is a retryable failure.
         """
         if self._started:
             raise RuntimeError("add sink subscribers before start()")
         if not callable(sink):
-            raise TypeError("sink must be callable with one CloudEvent")
+            raise TypeError("sink must be callable with one Event")
         self._sinks[name] = sink
         if filter_attributes is not None:
             self.add_trigger(Trigger(
@@ -161,8 +147,8 @@ class LocalBroker:
         return path.rstrip("/") in ("", f"/{self.namespace}/{self.name}")
 
     def start(self) -> "LocalBroker":
-        """Resolve every subscriber (a clear error if one cannot be), start the delivery workers
-        and the HTTP ingress."""
+        """Resolve every subscriber (a clear error if one cannot be), open the log's groups,
+        start the delivery threads and the HTTP ingress."""
         if self._started:
             return self
         # One connection pool per subscriber host, big enough for every worker of every Trigger
@@ -170,37 +156,41 @@ class LocalBroker:
         self._http = urllib3.PoolManager(
             num_pools=64, maxsize=max(1, self.concurrency) * max(1, len(self.triggers)),
             block=False)
-        runtimes = []
+        dispatchers = []
         for trigger in self.triggers:
             where = f"Trigger {trigger.name}"
             delivery = trigger.delivery.merged_over(self.delivery_defaults)
             subscriber = self._target(trigger.subscriber, f"{where}: subscriber")
             dead_letter = (self._target(delivery.dead_letter_sink, f"{where}: deadLetterSink")
                            if delivery.dead_letter_sink else None)
-            runtimes.append(_TriggerRuntime(trigger, delivery, subscriber, dead_letter,
-                                            self.concurrency))
-        self._runtimes = runtimes
+            dispatchers.append(TriggerDispatcher(self, trigger, delivery, subscriber, dead_letter,
+                                                 self.concurrency))
+        for gone in self.log.ensure_groups([d.name for d in dispatchers]):
+            log.warning("Trigger %s is gone: its undelivered events were removed from the "
+                        "broker log", gone)
+        self._dispatchers = dispatchers
+        self._appender = GroupCommitter(self._append_batch)
+        self._completer = GroupCommitter(self._complete_batch)
         self._server = IngressServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
-        for rt in runtimes:
-            for i in range(rt.workers):
-                thread = threading.Thread(target=self._worker, args=(rt,), daemon=True,
-                                          name=f"broker-{rt.trigger.name}-{i}")
-                rt.threads.append(thread)
-                thread.start()
+        for d in dispatchers:
+            d.start()
+        self._trimmer = threading.Thread(target=self._trim_loop, daemon=True, name="broker-trim")
+        self._trimmer.start()
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
             name="broker-ingress")
         self._server_thread.start()
         self._started = True
         log.info("local broker %s/%s listening at %s with %d trigger(s)", self.namespace,
-                 self.name, self.url, len(runtimes))
+                 self.name, self.url, len(dispatchers))
         return self
 
     def stop(self, timeout: float = 10.0, drain: bool = True) -> bool:
-        """Stop accepting events; with `drain`, let queued deliveries finish for up to
-        `timeout` seconds; then abandon what is left (retry waits end at once) and join the
-        threads. Returns True when nothing was abandoned."""
+        """Stop accepting events; with `drain`, let deliveries finish for up to `timeout`
+        seconds; then abandon what is left (retry waits end at once; unacknowledged events
+        stay in a durable log for the next start) and join the threads. Returns True when
+        nothing was left undelivered."""
         if not self._started or self._closed:
             return True
         deadline = time.monotonic() + timeout
@@ -210,12 +200,13 @@ class LocalBroker:
             self._server.server_close()
         drained = self.wait_idle(timeout) if drain else self.wait_idle(0)
         self._abandon.set()
-        for rt in self._runtimes:
-            for _ in rt.threads:
-                rt.queue.put(_STOP)
-        for rt in self._runtimes:
-            for thread in rt.threads:
-                thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        for d in self._dispatchers:
+            d.stop()
+        for d in self._dispatchers:
+            d.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        for committer in (self._appender, self._completer):
+            if committer is not None:
+                committer.close()
         if self._http is not None:
             self._http.clear()
         return drained
@@ -226,146 +217,134 @@ class LocalBroker:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def backlog(self) -> int:
+        """Events some Trigger has not finished with (in the log or in flight)."""
+        names = {d.name for d in self._dispatchers}
+        return sum(n for g, n in self.log.backlogs().items() if g in names)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once every queue is empty and no delivery is in flight (False on timeout)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        """True once every Trigger finished every event in the log (False on timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                if self._inflight_n == 0 and self.backlog() == 0:
+                    return True
+            except Exception as err:  # the log's store is down: not idle
+                log.debug("broker log unavailable while waiting for idle: %s", err)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def _trim_loop(self) -> None:
+        while not self._abandon.wait(TRIM_INTERVAL):
+            try:
+                self.log.trim()
+            except Exception as err:
+                log.debug("broker log trim failed: %s", err)
 
     # -- events -------------------------------------------------------------------------------
     def publish(self, event: Event) -> int:
         """Inject an event in-process, as if POSTed to the ingress; returns how many Triggers
         matched it."""
-        return self._accept(event, hops=0)
+        return self._accept(to_binary_http(event), event)
 
-    def _accept(self, event: Event, hops: int, internal: bool = False) -> int:
-        # Replies (internal) are still taken while stop() drains: they are part of the work
-        # in flight, not new input.
-        if not self._started or (self._closed and not internal) or self._abandon.is_set():
+    def _accept(self, wire: tuple[dict[str, str], bytes], event: Event | None = None) -> int:
+        """Record an event in the log (durably, when the log is) and return how many Triggers
+        it matches; BrokerUnavailableError when it could not be recorded."""
+        if not self._started or self._closed or self._abandon.is_set():
             raise BrokerClosedError(f"broker {self.namespace}/{self.name} is not running")
+        headers, body = wire
+        attrs = wire_attributes(headers)
+        matched = sum(1 for d in self._dispatchers if d.wants(attrs, None))
+        if matched:
+            entry = Entry("", headers, body)
+            try:
+                result = self._appender.submit((entry, False))
+            except Exception as err:
+                result = err
+            if isinstance(result, Exception):
+                raise BrokerUnavailableError(
+                    f"broker {self.namespace}/{self.name} cannot record the event now: "
+                    f"{result}") from None
+        else:
+            self._count("unmatched")
         self._count("accepted")
+        self._notify(event if event is not None else lazy_event(headers, body))
+        return matched
+
+    def _append_batch(self, items: Sequence[tuple[Entry, bool]]) -> list:
+        """The ingress' group commit: one log round trip for every event waiting."""
+        results: list = [None] * len(items)
+        room = self.log.max_entries - self.log.length
+        take = []
+        for i, (entry, internal) in enumerate(items):
+            if internal or room > 0:
+                take.append(i)
+                room -= 0 if internal else 1
+            else:
+                results[i] = LogFullError(
+                    f"the broker log holds {self.log.length} undelivered events (limit "
+                    f"{self.log.max_entries}); retry later")
+        try:
+            ids = self.log.append([items[i][0] for i in take], internal=True) if take else []
+        except Exception as err:
+            for i in take:
+                results[i] = err
+            return results
+        for i, entry_id in zip(take, ids):
+            results[i] = entry_id
+        return results
+
+    def _complete_batch(self, items: Sequence[list[Completion]]) -> list:
+        self.log.complete([c for group in items for c in group])
+        return [None] * len(items)
+
+    def _recorded_replies(self, replies: list[Entry]) -> None:
+        """Replies were appended with their delivery's acknowledgement: count and show them."""
+        for reply in replies:
+            self._count("accepted")
+            self._notify(lazy_event(reply.headers, reply.body))
+
+    def _notify(self, event: Event) -> None:
         if self.on_event is not None:
             try:
                 self.on_event(event)
             except Exception:  # a recorder's bug must not lose the event
                 log.exception("on_event callback failed")
-        attrs = event_attributes(event)
-        matched = [rt for rt in self._runtimes if rt.trigger.filter.matches(attrs)]
-        if not matched:
-            self._count("unmatched")
-            return 0
-        with self._idle:
-            self._pending += len(matched)
-        for rt in matched:
-            with self._counter_lock:
-                rt.counters["matched"] += 1
-            rt.queue.put((event, hops))
-        return len(matched)
 
-    def _worker(self, rt: _TriggerRuntime) -> None:
-        while True:
-            item = rt.queue.get()
-            if item is _STOP:
-                return
-            event, hops = item
-            try:
-                if self._abandon.is_set():
-                    self._bump(rt, "abandoned")
-                else:
-                    self._deliver(rt, event, hops)
-            except Exception:
-                log.exception("delivery to Trigger %s failed unexpectedly", rt.trigger.name)
-                self._bump(rt, "dropped")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._idle.notify_all()
-
-    def _send_with_retries(self, rt: _TriggerRuntime, target, event: Event,
-                           want_reply: bool) -> tuple[_Outcome, bool]:
-        """(last outcome, abandoned?) after up to 1 + retry attempts."""
-        d = rt.delivery
-        attempt = 0
-        while True:
-            outcome = target.send(event, d.timeout, want_reply)
-            if outcome.ok or not outcome.retryable or attempt >= d.retry:
-                return outcome, False
-            attempt += 1
-            self._bump(rt, "retried")
-            wait = backoff_delay(d.backoff_policy, d.backoff_delay, attempt, d.backoff_max)
-            log.debug("Trigger %s: %s answered %s; retry %d/%d in %.3f s", rt.trigger.name,
-                      outcome.destination, outcome.status or "no response", attempt, d.retry, wait)
-            if self._abandon.wait(wait):
-                return outcome, True
-
-    def _deliver(self, rt: _TriggerRuntime, event: Event, hops: int) -> None:
-        outcome, abandoned = self._send_with_retries(rt, rt.subscriber, event, want_reply=True)
-        if outcome.ok:
-            self._bump(rt, "delivered")
-            if outcome.reply is not None:
-                self._bump(rt, "replies")
-                if hops + 1 > self.max_hops:
-                    self._count("loops_dropped")
-                    log.warning("dropping reply %s (type %s) from Trigger %s: it went through "
-                                "the broker %d times (a reply loop?)", outcome.reply["id"],
-                                outcome.reply["type"], rt.trigger.name, hops + 1)
-                else:
-                    try:
-                        self._accept(outcome.reply, hops + 1, internal=True)
-                    except BrokerClosedError:
-                        log.warning("broker stopped; reply %s from Trigger %s lost",
-                                    outcome.reply["id"], rt.trigger.name)
-            return
-        if abandoned:
-            self._bump(rt, "abandoned")
-            return
-        reason = (f"HTTP {outcome.status}" if outcome.status
-                  else outcome.body.decode(errors="replace"))
-        if rt.dead_letter is None:
-            self._bump(rt, "dropped")
-            log.warning("dropped event %s (type %s) for Trigger %s after %s: %s; no "
-                        "deadLetterSink", event["id"], event["type"], rt.trigger.name,
-                        "retries" if outcome.retryable else "a non-retryable answer", reason)
-            return
-        dead = self._dead_letter_event(event, outcome)
-        dl_outcome, _ = self._send_with_retries(rt, rt.dead_letter, dead, want_reply=False)
-        if dl_outcome.ok:
-            self._bump(rt, "dead_lettered")
-        else:
-            self._bump(rt, "dropped")
-            self._count("dead_letter_failed")
-            log.warning("dropped event %s for Trigger %s: delivery failed (%s) and so did the "
-                        "deadLetterSink %s (%s)", event["id"], rt.trigger.name, reason,
-                        dl_outcome.destination, dl_outcome.status or "no response")
-
-    @staticmethod
-    def _dead_letter_event(event: Event, outcome: _Outcome) -> Event:
-        """The event as it goes to the dead-letter sink: unchanged plus the knativeerror*
-        extensions (code 0 = no HTTP answer; the data is then the connection error)."""
-        attrs = dict(event.get_attributes())
-        attrs[ERROR_DEST] = outcome.destination
-        attrs[ERROR_CODE] = str(outcome.status)
-        attrs[ERROR_DATA] = base64.b64encode(outcome.body[:ERROR_DATA_LIMIT]).decode("ascii")
-        return Event(attrs, event.data)
+    def _inflight(self, delta: int) -> None:
+        with self._inflight_lock:
+            self._inflight_n += delta
 
     # -- counters -----------------------------------------------------------------------------
     def _count(self, key: str) -> None:
         with self._counter_lock:
             self._counters[key] += 1
 
-    def _bump(self, rt: _TriggerRuntime, key: str) -> None:
+    def _count_trigger(self, d: TriggerDispatcher, key: str) -> None:
         with self._counter_lock:
-            rt.counters[key] += 1
+            d.counters[key] += 1
 
     def stats(self) -> dict[str, Any]:
         """Counters: broker-wide (accepted, rejected, unmatched, loops_dropped,
-        dead_letter_failed, pending), totals over Triggers and per Trigger
-        (matched, delivered, replies, retried, dead_lettered, dropped, abandoned)."""
+        dead_letter_failed, pending = events some Trigger has not finished with, dead_letters
+        = entries in the dead-letter log), totals over Triggers and per Trigger (matched,
+        delivered, replies, retried, dead_lettered = sent to a deadLetterSink,
+        dead_letter_logged = kept in the local dead-letter log, dropped, abandoned)."""
         with self._counter_lock:
             out: dict[str, Any] = dict(self._counters)
-            per = {rt.trigger.name: dict(rt.counters) for rt in self._runtimes}
-        for key in _TRIGGER_COUNTERS:
+            per = {d.name: dict(d.counters) for d in self._dispatchers}
+        for key in TRIGGER_COUNTERS:
             out[key] = sum(c[key] for c in per.values())
-        out["pending"] = self._pending
+        try:
+            out["pending"] = self._inflight_n + self.backlog()
+            out["dead_letters"] = self.log.dead_letter_count()
+        except Exception:  # the log's store is down
+            out["pending"] = out["dead_letters"] = None
         out["triggers"] = per
         return out
+
+
+def log_ignored(trigger: Trigger, namespace: str, name: str) -> None:
+    log.warning("ignoring Trigger %s: it belongs to broker %s/%s, not %s/%s",
+                trigger.name, trigger.namespace or namespace, trigger.broker, namespace, name)

@@ -1,5 +1,5 @@
 """Where deliveries go: subscribers over HTTP (binary mode, `Prefer: reply`) or in-process sinks,
-and the outcome of one attempt."""
+and the outcome of one attempt. Events travel in wire form (see `wire`)."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,9 @@ from typing import Any, Callable, Mapping, Sequence
 import urllib3
 
 from modelmonitor.core.events import Event
-from modelmonitor.runtime import wire
+from modelmonitor.local.broker.wire import (binary_headers, lazy_event, missing_required,
+                                            to_binary_http)
+from modelmonitor.runtime import wire as ce_wire
 
 log = logging.getLogger("modelmonitor.local.broker")
 
@@ -22,6 +24,7 @@ ERROR_DATA_LIMIT = 1024
 #: Statuses Knative retries besides every 5xx (and connection errors / timeouts).
 RETRYABLE_4XX = frozenset({404, 408, 409, 429})
 
+Wire = tuple[dict[str, str], bytes]
 
 
 @dataclass
@@ -30,36 +33,42 @@ class _Outcome:
     retryable: bool = False
     status: int = 0                      # HTTP status; 0 when there was no HTTP answer
     body: bytes = b""                    # response body (or error text) for knativeerrordata
-    reply: Event | None = None
+    reply: Wire | None = None            # the reply event in wire form
     destination: str = ""
 
 
-def to_binary_http(event: Event) -> tuple[dict[str, str], bytes]:
-    """Binary-mode HTTP headers and body of an event (text and bytes data go out as they are).
+def reply_wire(status: int, headers: Mapping[str, str], body: bytes) -> Wire | None:
+    """The reply event in a subscriber's answer in wire form, or None: 202 is never a reply,
+    and an answer without ce-* headers or a structured CloudEvent content type is no event
+    (an empty 200). A binary reply is kept as it came (not decoded); a structured one is
+    converted once. Raises ValueError for an answer that claims to be an event but is none.
 
-    >>> to_binary_http(Event({"type": "t", "source": "s", "datacontenttype": "text/plain"}, "hi"))[1]
-    b'hi'
-    """
-    return wire.to_binary(event)
-
-
-def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> Event | None:
-    """The reply event in a subscriber's answer, or None: 202 is never a reply, and an answer
-    without ce-* headers or a structured CloudEvent content type is no event (an empty 200).
-
-    >>> parse_reply(200, {"ce-specversion": "1.0", "ce-type": "t", "ce-source": "s", "ce-id": "1"}, b"")["type"]
+    >>> reply_wire(200, {"ce-specversion": "1.0", "ce-type": "t", "ce-source": "s", "ce-id": "1"}, b"")[0]["ce-type"]
     't'
-    >>> parse_reply(202, {"ce-specversion": "1.0", "ce-type": "t", "ce-source": "s", "ce-id": "1"}, b"") is None
+    >>> reply_wire(202, {"ce-specversion": "1.0", "ce-type": "t", "ce-source": "s", "ce-id": "1"}, b"") is None
     True
     """
     if status == 202 or not 200 <= status < 300:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    binary = "ce-specversion" in lowered
-    structured = lowered.get("content-type", "").startswith("application/cloudevents+json")
-    if not binary and not structured:
-        return None
-    return wire.from_http(lowered, body)
+    if "ce-specversion" in lowered:
+        missing = missing_required(lowered)
+        if missing:
+            raise ValueError(f"binary-mode reply lacks header(s) {', '.join(missing)}")
+        return binary_headers(lowered), body
+    if lowered.get("content-type", "").startswith("application/cloudevents+json"):
+        return to_binary_http(ce_wire.from_http(lowered, body))
+    return None
+
+
+def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> Event | None:
+    """The reply event in a subscriber's answer as an Event, or None (see `reply_wire`).
+
+    >>> parse_reply(200, {"ce-specversion": "1.0", "ce-type": "t", "ce-source": "s", "ce-id": "1"}, b"")["type"]
+    't'
+    """
+    wire = reply_wire(status, headers, body)
+    return lazy_event(*wire) if wire is not None else None
 
 
 class _HttpTarget:
@@ -78,11 +87,11 @@ class _HttpTarget:
     def next_url(self) -> str:
         return self.urls[next(self._turn) % len(self.urls)]
 
-    def send(self, event: Event, timeout: float, want_reply: bool) -> _Outcome:
+    def send(self, headers: dict[str, str], body: bytes, timeout: float,
+             want_reply: bool) -> _Outcome:
         url = self.next_url()
-        headers, body = to_binary_http(event)
         if want_reply:
-            headers["Prefer"] = "reply"
+            headers = {**headers, "Prefer": "reply"}
         try:
             resp = self._pool.request("POST", url, body=body, headers=headers,
                                       timeout=urllib3.Timeout(connect=timeout, read=timeout),
@@ -96,8 +105,8 @@ class _HttpTarget:
             reply = None
             if want_reply:
                 try:
-                    reply = parse_reply(status, resp.headers, resp.data)
-                except ValueError as err:
+                    reply = reply_wire(status, resp.headers, resp.data)
+                except ValueError as err:   # wire.NotACloudEvent is a ValueError
                     log.warning("ignoring an invalid reply from %s: %s", url, err)
             return _Outcome(ok=True, status=status, reply=reply, destination=url)
         return _Outcome(ok=False, retryable=status in RETRYABLE_4XX or status >= 500,
@@ -106,18 +115,20 @@ class _HttpTarget:
 
 class _SinkTarget:
     """An in-process subscriber (e.g. a KafkaSinkWriter): called with the event; it may return
-    a reply CloudEvent; an exception is a retryable failure."""
+    a reply Event; an exception is a retryable failure."""
 
     def __init__(self, label: str, sink: Callable[[Event], Any]):
         self.label = label
         self.sink = sink
 
-    def send(self, event: Event, timeout: float, want_reply: bool) -> _Outcome:
+    def send(self, headers: dict[str, str], body: bytes, timeout: float,
+             want_reply: bool) -> _Outcome:
         dest = f"inprocess:{self.label}"
         try:
-            result = self.sink(event)
+            result = self.sink(lazy_event(headers, body))
         except Exception as err:  # the sink's failure is this delivery's failure
             return _Outcome(ok=False, retryable=True, status=0,
                             body=f"{type(err).__name__}: {err}".encode(), destination=dest)
-        reply = result if want_reply and isinstance(result, Event) else None
+        reply = (to_binary_http(result) if want_reply and isinstance(result, Event)
+                 else None)
         return _Outcome(ok=True, status=200, reply=reply, destination=dest)
