@@ -151,10 +151,9 @@ def cmd_deadletters(args) -> int:
     try:
         return deadletters_from_args(args)
     except SpecError as exc:
-        _die(f"{args.monitor}: {exc}")
+        raise UsageError(f"{args.monitor}: {exc}") from None
     except (OSError, RuntimeError) as exc:
-        _die(str(exc), 1)
-    return 0
+        raise UsageError(" ".join(str(exc).split())) from None
 
 
 def cmd_demo(args) -> int:
