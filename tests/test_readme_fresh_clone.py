@@ -117,7 +117,8 @@ def test_readme_run_and_curl_from_a_fresh_clone(clone, tmp_path):
     port = free_port()
     temp = tmp_path / "tmp"
     temp.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(clone), TMPDIR=str(temp))
+    # The run keeps its broker log under $XDG_STATE_HOME: a folder of this test's, not $HOME's.
+    env = dict(os.environ, PYTHONPATH=str(clone), TMPDIR=str(temp), XDG_STATE_HOME=str(tmp_path / "state-home"))
     log = open(tmp_path / "run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "modelmonitor.tools.cli", *run_args, "--port", str(port),
                              "--metrics-port", "0"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
