@@ -32,7 +32,7 @@ def test_demo_report_matches_the_console_on_the_wall_clock(tmp_path):
         assert measured["clock"].startswith("wall clock: ")
         assert f'data-clock="{report_key}">wall clock: ' in page
         # Same run, same clocks: the two definitions differ only by the HTTP hop into the broker
-        # and, for closing, by the gap between requests (the console uses the request's schedule).
-        tolerance = 30 + 0.5 * shown["50"]
+        # (the console times from the sender, the report from the broker's arrival stamps).
+        tolerance = 50 + 0.5 * shown["50"]
         assert abs(measured["p50"] - shown["50"]) <= tolerance, (console_key, shown, measured)
         assert measured["max"] < 60_000, (console_key, measured)

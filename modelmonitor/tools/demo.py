@@ -114,6 +114,7 @@ def run_demo(args) -> int:
     run = LocalRun(monitor_path, port=0, on_event=recorder, events_out=events_path, tick_seconds=0.5).start()
     sent_wall: dict[str, float] = {}
     sent_time: list[int] = [0] * n
+    sent_at: list[float] = [0.0] * n            # wall ms each request was sent
     sent_ok = [0]
     lock = threading.Lock()
     try:
@@ -142,6 +143,7 @@ def run_demo(args) -> int:
                 with lock:
                     sent_wall[rid] = now * 1000
                 sent_time[i] = t
+                sent_at[i] = now * 1000
                 try:
                     r = session.post(run.ingress_url, data=body, headers=headers, timeout=10)
                     if r.status_code == 202:
@@ -177,8 +179,7 @@ def run_demo(args) -> int:
         run.stop()
 
     stage_of_time = _stage_lookup(sent_time, stream)
-    table = summarise(recorder, sent_wall, stage_of_time, spec, start_wall, t0_event, scale, n, sent_ok[0],
-                      max(sent_time))
+    table = summarise(recorder, sent_wall, stage_of_time, spec, n, sent_ok[0], sent_time, sent_at)
     print_table(table, spec)
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(table, fh, indent=2)
@@ -213,11 +214,15 @@ def _stage_lookup(sent_time, stream):
     return stage_of
 
 
-def summarise(recorder, sent_wall, stage_of_time, spec, start_wall, t0_event, scale, n, accepted, last_event_time):
+def summarise(recorder, sent_wall, stage_of_time, spec, n, accepted, sent_time, sent_at):
     labels = stage_names()
     per = {s: defaultdict(int) for s in labels}
     per_instances = {s: 0 for s in labels}
-    wall_at = lambda t_ms: start_wall * 1000 + (t_ms - t0_event) / scale  # noqa: E731
+    # A window can close once a request at or past its end + watermark delay was sent: the first
+    # such request in send order (by the largest event time sent so far) starts its close latency.
+    order = np.argsort(np.asarray(sent_at), kind="stable")
+    sends = np.asarray(sent_at)[order]
+    reached = np.maximum.accumulate(np.asarray(sent_time)[order])
     outlier_lat = []
     for t, d in recorder.of(ev.OUTLIER_DETECTED):
         per[stage_of_time(d["eventTimeMs"])]["outliers"] += len({o["instance"] for o in d["outliers"]})
@@ -235,9 +240,10 @@ def summarise(recorder, sent_wall, stage_of_time, spec, start_wall, t0_event, sc
         stage = stage_of_time((w["startMs"] + w["endMs"]) // 2)
         per[stage]["windows"] += 1
         per_instances[stage] += d["count"]
-        if w["endMs"] + delay <= last_event_time:
+        i = int(np.searchsorted(reached, w["endMs"] + delay, side="left"))
+        if i < len(reached) and sends[i] <= d["closedAtMs"]:
             # closed by the watermark; the last windows are closed by the idle timeout instead
-            close_lat.append(d["closedAtMs"] - wall_at(w["endMs"] + delay))
+            close_lat.append(d["closedAtMs"] - float(sends[i]))
     for t, d in recorder.of(ev.DRIFT_MEASURED):
         w = d["window"]
         stage = stage_of_time((w["startMs"] + w["endMs"]) // 2)
