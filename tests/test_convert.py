@@ -38,7 +38,9 @@ def test_thesis_example_converts_field_by_field():
     assert spec["stats"] == {"percentiles": [25, 50, 75], "iqr": True, "stddev": {"type": "sample"},
                              "covariance": {"type": "sample"}, "correlation": {"type": "sample"}}
     assert spec["outliers"] == {"stddev": {"k": 3}, "unseen": False}
-    assert spec["drift"] == thesis["spec"]["monitoring"]["drift"]
+    # The thesis' drift detectors, plus its window checks (descriptive: [stddev]) as window rules.
+    assert spec["drift"] == {**thesis["spec"]["monitoring"]["drift"],
+                             "meanShift": {"threshold": 2}, "stddevRatio": {"threshold": 2}}
     assert spec["baseline"] == thesis["spec"]["monitoring"]["baseline"]
     analysis = thesis["spec"]["storage"]["analysis"]
     assert spec["sinks"] == {"kafka": {
@@ -57,7 +59,8 @@ def test_converted_monitor_parses_validates_and_renders():
     assert parsed.stats.percentiles == (25.0, 50.0, 75.0) and parsed.stats.iqr
     assert parsed.outliers.stddev_k == 3.0 and not parsed.outliers.range and not parsed.outliers.unseen_category
     assert [(d.name, d.threshold, d.show_all) for d in parsed.drift] == [
-        ("wasserstein", 0.5, True), ("kullbackLeibler", 0.5, True), ("jensenShannon", 0.1, True)]
+        ("wasserstein", 0.5, True), ("kullbackLeibler", 0.5, True), ("jensenShannon", 0.1, True),
+        ("meanShift", 2.0, False), ("stddevRatio", 2.0, False)]
     assert parsed.baseline_ref == {"inline": True}
     # It is also a valid object for the cluster: CRD schema and CEL rules.
     assert crd_errors(out) == []
@@ -120,6 +123,9 @@ def test_thesis_variants():
     # max/min mean the range rule; no outliers block means no outlier detection at all.
     ranged = convert_thesis(_thesis(outliers={"descriptive": ["max", "min"]}))
     assert ranged["spec"]["outliers"] == {"range": {}, "unseen": False}
+    # ... and, per window, the thesis' max/min checks.
+    assert {k: v for k, v in ranged["spec"]["drift"].items() if k.endswith("Baseline")} == {
+        "maxAboveBaseline": {"threshold": 0}, "minBelowBaseline": {"threshold": 0}}
     none = parse_monitor(convert_thesis(_thesis(outliers=None)))
     assert not none.outliers.enabled and "outlier" not in render.roles_for(none)
     # Millisecond integers that are not whole seconds stay exact.

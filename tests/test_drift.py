@@ -20,7 +20,8 @@ from modelmonitor.detect.drift import (
     EPS, chi_square, evaluate_alert, hellinger, jensen_shannon, kolmogorov_smirnov, kullback_leibler,
     measure_drift, psi, smooth, wasserstein, wasserstein_norm,
 )
-from modelmonitor.core.spec import DETECTORS, AlertSpec, DetectorSpec, Feature
+from modelmonitor.core.spec import DETECTORS, MULTIVARIATE_DETECTORS, AlertSpec, DetectorSpec, Feature
+from modelmonitor.detect.window_rules import WINDOW_RULES
 
 # --------------------------------------------------------------------------------------------
 # Oracles written from the DESIGN text, independent of modelmonitor.detect.drift
@@ -84,7 +85,9 @@ def categorical_window(values) -> dict:
             "missing": len(values) - len(present)}
 
 
-ALL_DETECTORS = [DetectorSpec(name, 0.0, True) for name in DETECTORS]
+# Distribution metrics; the window rules and the multivariate scores have their own tests.
+ALL_DETECTORS = [DetectorSpec(name, 0.0, True) for name in DETECTORS
+                 if name not in WINDOW_RULES + MULTIVARIATE_DETECTORS]
 
 # --------------------------------------------------------------------------------------------
 # Metric functions against SciPy and loops (random histograms)
@@ -575,7 +578,8 @@ def test_drifted_feature_names_reads_measure_drift_output():
     assert drift.drifted_feature_names(out) == expected
 
 
-@pytest.mark.parametrize("module", ["drift", "metrics", "categorical", "quantile_sketch", "alert_policy"])
+@pytest.mark.parametrize("module", ["drift", "metrics", "categorical", "quantile_sketch", "alert_policy",
+                                    "multivariate", "window_rules"])
 def test_docstring_examples_run(module):
     import importlib
     result = doctest.testmod(importlib.import_module(f"modelmonitor.detect.{module}"), optionflags=doctest.ELLIPSIS)

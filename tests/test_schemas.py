@@ -219,7 +219,8 @@ INVALID = [
     (ev.DRIFT_DETECTED, _set(["severity"], "info"), "data.severity", "is not one of"),
     (ev.DRIFT_DETECTED, _delete(["measuredAtMs"]), "data.measuredAtMs", "required"),   # via drift.measured
     (ev.DRIFT_DETECTED, _set(["window", "endMs"], "x"), "data.window.endMs", "integer"),  # via window.closed
-    (ev.DRIFT_DETECTED, _set(["driftedFeatures"], []), "data.driftedFeatures", "should be non-empty"),
+    (ev.DRIFT_DETECTED, _set(["driftedFeatures"], [7]), "data.driftedFeatures[0]", "not of type"),
+    (ev.DRIFT_DETECTED, _set(["driftedMultivariate"], ["mahalanobis"]), "data.driftedMultivariate[0]", "is not one of"),
     (ev.LATE_INSTANCES, _set(["instances"], 0), "data.instances", "minimum"),
     (ev.LATE_INSTANCES, _set(["lateWindows", 0], {"startMs": 0}), "data.lateWindows[0].endMs", "required"),
     (ev.DEAD_LETTER, _set(["role"], "broker"), "data.role", "is not one of"),

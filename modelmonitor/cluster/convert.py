@@ -6,7 +6,10 @@ The thesis' resource (its appendix A) nests everything under ``spec.monitoring``
 - spec.model {name, id, version} -> spec.model; spec.inferenceService = model.name
 - monitoring.trigger.window {duration, slide, watermarkDelay} (ms) -> spec.window ('15s' strings, exact)
 - monitoring.stats {stddev, perc, cov, corr, ...} -> spec.stats (perc -> percentiles + iqr)
-- monitoring.outliers.descriptive [max, min, stddev] -> spec.outliers {range, stddev {k: 3}}
+- monitoring.outliers.descriptive [max, min, stddev] -> spec.outliers {range, stddev {k: 3}} per
+  instance, and the thesis' window checks (DescriptiveStatsDetector) as drift window rules:
+  max -> maxAboveBaseline, min -> minBelowBaseline, stddev/avg/mean -> meanShift {threshold: 2}
+  and stddevRatio {threshold: 2}
 - monitoring.drift {wasserstein, kullbackLeibler, jensenShannon} -> spec.drift (threshold, showAll)
 - monitoring.baseline {descriptive, distributions} -> spec.baseline, inline in thesis form
 - the baseline's descriptive keys -> spec.schema.features (numerical, in that order)
@@ -109,6 +112,20 @@ def _outliers(outliers: dict, notes: list[str]) -> dict:
     # The thesis had no categorical features, so no unseen-category rule to keep.
     out["unseen"] = False
     return out
+
+
+def _window_rules(outliers: dict) -> dict:
+    """The thesis flagged a window whose max/min/mean/stddev left the baseline's: keep those checks."""
+    rules: dict = {}
+    for name in outliers.get("descriptive") or []:
+        if name == "max":
+            rules["maxAboveBaseline"] = {"threshold": 0}
+        elif name == "min":
+            rules["minBelowBaseline"] = {"threshold": 0}
+        elif name in ("stddev", "avg", "mean"):
+            rules["meanShift"] = {"threshold": 2}
+            rules["stddevRatio"] = {"threshold": 2}
+    return rules
 
 
 def _drift(drift: dict, notes: list[str]) -> dict:
@@ -224,6 +241,7 @@ def convert_thesis(doc: dict, notes: list[str] | None = None) -> dict:
     # Absent thesis outliers meant no outlier detection, so the block is always written.
     out_spec["outliers"] = _outliers(_mapping(monitoring.get("outliers"), "spec.monitoring.outliers"), notes)
     drift = _drift(_mapping(monitoring.get("drift"), "spec.monitoring.drift"), notes)
+    drift.update(_window_rules(_mapping(monitoring.get("outliers"), "spec.monitoring.outliers")))
     if drift:
         out_spec["drift"] = drift
     out_spec["baseline"] = {k: copy.deepcopy(baseline[k]) for k in ("descriptive", "distributions") if k in baseline}

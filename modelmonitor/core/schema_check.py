@@ -285,6 +285,10 @@ def _check_drift_detected(event_type: str, data: dict) -> None:
         if not any(score["drifted"] for score in scores.values()):
             raise EventDataError(event_type, f"data.driftedFeatures[{i}]",
                                  f"{name!r} has no drifted score in data.features")
+    for i, name in enumerate(data.get("driftedMultivariate") or ()):
+        if not (data.get("multivariate") or {}).get(name, {}).get("drifted"):
+            raise EventDataError(event_type, f"data.driftedMultivariate[{i}]",
+                                 f"{name!r} has no drifted score in data.multivariate")
 
 
 def _check_late(event_type: str, data: dict) -> None:

@@ -39,13 +39,25 @@ DETECTORS = {
     "wassersteinNorm": (NUMERICAL,),
     "chiSquare": (CATEGORICAL,),
     "unseenShare": (CATEGORICAL,),
+    # The thesis' window checks (modelmonitor.detect.window_rules).
+    "maxAboveBaseline": (NUMERICAL,),
+    "minBelowBaseline": (NUMERICAL,),
+    "meanShift": (NUMERICAL,),
+    "stddevRatio": (NUMERICAL,),
+    # Multivariate: one score per window over all numerical features, not per feature.
+    "hotelling": (),
+    "covarianceChange": (),
 }
+MULTIVARIATE_DETECTORS = ("hotelling", "covarianceChange")
 DEFAULT_THRESHOLDS = {
     "jensenShannon": 0.1, "kullbackLeibler": 0.1, "psi": 0.2, "hellinger": 0.15,
     "kolmogorovSmirnov": 0.1, "wasserstein": 0.5, "wassersteinNorm": 0.1,
     # Pearson statistic over the baseline's categories (chi-square with K-1 dof under no drift),
     # not a p-value; unseen categories are the unseenShare rule's (a share in [0, 1]).
     "chiSquare": 30.0, "unseenShare": 0.05,
+    "maxAboveBaseline": 0.0, "minBelowBaseline": 0.0, "meanShift": 2.0, "stddevRatio": 2.0,
+    # chi-square statistics with p and p(p+1)/2 dof: ~ the 99.9% quantiles for p = 4 features.
+    "hotelling": 20.0, "covarianceChange": 30.0,
 }
 # Detectors computed from the quantile sketches that windows then carry (``StatsSpec.quantile_sketch``).
 SKETCH_DETECTORS = ("wasserstein", "wassersteinNorm", "kolmogorovSmirnov")
@@ -155,10 +167,21 @@ class DetectorSpec:
 
 
 @dataclass(frozen=True)
+class SequentialSpec:
+    method: str                  # cusum | pageHinkley
+    threshold: float
+    drift: float
+
+
+SEQUENTIAL_DEFAULTS = {"cusum": {"threshold": 2.0, "drift": 0.5}, "pageHinkley": {"threshold": 2.0, "drift": 0.1}}
+
+
+@dataclass(frozen=True)
 class AlertSpec:
     min_window_count: int = 100
     consecutive_windows: int = 1
     cooldown_ms: int = 300_000
+    sequential: SequentialSpec | None = None   # replaces consecutive_windows when set
 
 
 @dataclass(frozen=True)
@@ -394,7 +417,7 @@ def _alerts(a: Any, path: str) -> AlertSpec:
         return AlertSpec()
     if not isinstance(a, dict):
         raise SpecError(path, "expected a mapping")
-    _check_keys(a, {"minWindowCount", "consecutiveWindows", "cooldown"}, path)
+    _check_keys(a, {"minWindowCount", "consecutiveWindows", "cooldown", "sequential"}, path)
     mwc = _get(a, "minWindowCount", path, int, 100)
     cw = _get(a, "consecutiveWindows", path, int, 1)
     if mwc < 0:
@@ -402,7 +425,26 @@ def _alerts(a: Any, path: str) -> AlertSpec:
     if cw < 1:
         raise SpecError(f"{path}.consecutiveWindows", "must be at least 1")
     cd = parse_duration(a.get("cooldown", "5m"), f"{path}.cooldown")
-    return AlertSpec(mwc, cw, cd)
+    return AlertSpec(mwc, cw, cd, _sequential(a.get("sequential"), f"{path}.sequential"))
+
+
+def _sequential(q: Any, path: str) -> SequentialSpec | None:
+    # When given it replaces consecutiveWindows (which the CRD defaults, so both may be present).
+    if q is None or q is False:
+        return None
+    if not isinstance(q, dict):
+        raise SpecError(path, "expected {method: cusum|pageHinkley, threshold, drift}")
+    _check_keys(q, {"method", "threshold", "drift"}, path)
+    method = q.get("method", "cusum")
+    if method not in SEQUENTIAL_DEFAULTS:
+        raise SpecError(f"{path}.method", f"{method!r} is not cusum or pageHinkley")
+    threshold = float(_get(q, "threshold", path, float, SEQUENTIAL_DEFAULTS[method]["threshold"]))
+    drift = float(_get(q, "drift", path, float, SEQUENTIAL_DEFAULTS[method]["drift"]))
+    if threshold <= 0:
+        raise SpecError(f"{path}.threshold", "must be greater than zero")
+    if drift < 0:
+        raise SpecError(f"{path}.drift", "must not be negative")
+    return SequentialSpec(method, threshold, drift)
 
 
 def _baseline(b: Any, path: str, base_dir: str | None) -> tuple[dict | None, dict | None]:

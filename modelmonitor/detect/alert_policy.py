@@ -1,6 +1,26 @@
 """The alert policy: when a run of drifted windows becomes a ``drift.detected`` alert.
 
 Pure: the state is a plain dict that callers keep in Redis (one per monitor).
+
+Two rules decide when drift is persistent enough to alert (``spec.alerts``):
+
+- ``consecutiveWindows`` (default): N windows in a row with any drifted score.
+- ``sequential`` (optional, replaces the former): a CUSUM or Page-Hinkley statistic per feature
+  (and per multivariate score) over its *drift ratio*: the largest ``value / threshold`` of its
+  scores in the window (1 means "at the threshold"; a score with threshold 0 counts 1 when
+  drifted, else 0).
+
+  - ``cusum``: ``S = max(0, S + r - drift)``; alarm when ``S > threshold`` (defaults drift 0.5,
+    threshold 2). One window at ratio 3 alarms at once; ratios around 1 need about 4 windows;
+    isolated ratios below ``drift`` never accumulate.
+  - ``pageHinkley``: with ``mean`` the running mean of r, ``m = m + r - mean - drift``,
+    ``M = min(M, m)``; alarm when ``m - M > threshold`` (defaults drift 0.1, threshold 2): a rise
+    of the ratio above its own past level.
+
+  After an alarm the statistics that alarmed restart from 0 (also when the cooldown silences it). Both run in event-time order of the
+  windows, so replays give the same alerts.
+
+``minWindowCount`` and ``cooldown`` apply to both.
 """
 from __future__ import annotations
 
@@ -11,7 +31,7 @@ import numpy as np
 
 from modelmonitor.core import spec as _spec
 
-__all__ = ["evaluate_alert"]
+__all__ = ["evaluate_alert", "drift_ratios"]
 
 _STATE_KEYS = ("streak", "lastAlertEndMs", "lastWindowEndMs")
 
@@ -33,9 +53,56 @@ def _check_state(state: Any) -> dict:
             "lastWindowEndMs": state.get("lastWindowEndMs")}
 
 
+def drift_ratios(measured: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, float]:
+    """The drift ratio of each entry of a ``{name: {metric: score}}`` mapping (see above).
+
+    >>> drift_ratios({"x": {"psi": {"value": 0.1, "threshold": 0.2, "drifted": False},
+    ...                     "maxAboveBaseline": {"value": 0.5, "threshold": 0.0, "drifted": True}}})
+    {'x': 1.0}
+    """
+    ratios = {}
+    for name, scores in measured.items():
+        ratio = 0.0
+        for score in scores.values():
+            threshold = float(score["threshold"])
+            r = float(score["value"]) / threshold if threshold > 0 else float(bool(score["drifted"]))
+            ratio = max(ratio, r)
+        ratios[name] = ratio
+    return ratios
+
+
+def _sequential_step(stats: dict, ratios: Mapping[str, float], seq: _spec.SequentialSpec) -> tuple[dict, dict]:
+    """New per-name statistics and the ``{name: statistic}`` of those past the threshold."""
+    out, alarmed = {}, {}
+    for name in sorted(set(stats) | set(ratios)):
+        r = float(ratios.get(name, 0.0))
+        st = dict(stats.get(name) or {})
+        if seq.method == "cusum":
+            value = max(0.0, float(st.get("s", 0.0)) + r - seq.drift)
+            st = {"s": value}
+        else:
+            n = int(st.get("n", 0)) + 1
+            mean = float(st.get("mean", 0.0)) + (r - float(st.get("mean", 0.0))) / n
+            m = float(st.get("m", 0.0)) + r - mean - seq.drift
+            low = min(float(st.get("low", 0.0)), m)
+            st = {"n": n, "mean": mean, "m": m, "low": low}
+            value = m - low
+        if value > seq.threshold:
+            alarmed[name] = value
+        out[name] = st
+    return out, alarmed
+
+
+def _restart(stats: dict, names: Sequence[str], method: str) -> dict:
+    for name in names:
+        stats[name] = {"s": 0.0} if method == "cusum" else {**stats[name], "m": 0.0, "low": 0.0}
+    return stats
+
+
 def evaluate_alert(state: Mapping[str, Any] | None, *, window_end_ms: int, window_count: int,
                    drifted_features: Sequence[str], policy: _spec.AlertSpec,
-                   monitored_features: int | None = None) -> tuple[dict, dict | None]:
+                   monitored_features: int | None = None, drifted_multivariate: Sequence[str] = (),
+                   ratios: Mapping[str, float] | None = None) -> tuple[dict, dict | None]:
     """Advance the alert policy by one closed window; return ``(new_state, alert or None)``.
 
     Windows are evaluated in the order of their ends. A window ending at or before
@@ -47,7 +114,11 @@ def evaluate_alert(state: Mapping[str, Any] | None, *, window_end_ms: int, windo
     before this window's end (event time, so replays give the same alerts). Severity is
     ``critical`` when more than half of the ``monitored_features`` (how many features the drift
     detectors watch) drifted, else ``warning``; without that count severity stays ``warning``,
-    since "more than half" cannot be judged.
+    since "more than half" cannot be judged. A drifted multivariate score
+    (``drifted_multivariate``) makes the window drifted too, and the severity ``critical``.
+
+    With ``policy.sequential`` the streak is replaced by the sequential statistics over
+    ``ratios`` (:func:`drift_ratios` of the features and of the multivariate scores).
 
     >>> from modelmonitor.core.spec import AlertSpec
     >>> policy = AlertSpec(min_window_count=10, consecutive_windows=2, cooldown_ms=60_000)
@@ -81,17 +152,38 @@ def evaluate_alert(state: Mapping[str, Any] | None, *, window_end_ms: int, windo
     new_state = dict(current, lastWindowEndMs=int(window_end_ms))
     if window_count < policy.min_window_count:
         return new_state, None
-    new_state["streak"] = current["streak"] + 1 if drifted else 0
-    if new_state["streak"] < policy.consecutive_windows:
+    multivariate = list(dict.fromkeys(drifted_multivariate))
+    new_state["streak"] = current["streak"] + 1 if (drifted or multivariate) else 0
+    seq = policy.sequential
+    alarmed: dict = {}
+    if seq is not None:
+        if ratios is None:
+            raise ValueError("evaluate_alert: the sequential rule needs the drift ratios")
+        stats, alarmed = _sequential_step(dict(current.get("sequential") or {}), ratios, seq)
+        new_state["sequential"] = stats
+        if not alarmed:
+            return new_state, None
+    elif new_state["streak"] < policy.consecutive_windows:
         return new_state, None
+    if alarmed:
+        # An alarm restarts its statistics even when the cooldown silences it: otherwise the
+        # evidence piled up during a long drift would keep alarming for windows after it ended.
+        new_state["sequential"] = _restart(new_state["sequential"], list(alarmed), seq.method)
     last_alert = current["lastAlertEndMs"]
     if last_alert is not None and window_end_ms < last_alert + policy.cooldown_ms:
         return new_state, None
     new_state["lastAlertEndMs"] = int(window_end_ms)
-    severity = "critical" if monitored_features is not None and 2 * len(drifted) > monitored_features \
-        else "warning"
-    streak = new_state["streak"]
+    severity = "critical" if multivariate or (monitored_features is not None
+                                              and 2 * len(drifted) > monitored_features) else "warning"
     of_total = f" of {monitored_features}" if monitored_features is not None else ""
-    reason = (f"{len(drifted)}{of_total} features drifted ({', '.join(drifted)}) "
-              f"for {streak} consecutive window{'s' if streak != 1 else ''}")
-    return new_state, {"severity": severity, "reason": reason}
+    parts = [f"{len(drifted)}{of_total} features drifted ({', '.join(drifted)})"] if drifted else []
+    if multivariate:
+        parts.append(f"multivariate drift ({', '.join(multivariate)})")
+    if alarmed:
+        method = "CUSUM" if seq.method == "cusum" else "Page-Hinkley"
+        parts.append(f"{method} above {seq.threshold:g} for " + ", ".join(
+            f"{name} ({value:.3g})" for name, value in alarmed.items()))
+    else:
+        streak = new_state["streak"]
+        parts[-1] += f" for {streak} consecutive window{'s' if streak != 1 else ''}"
+    return new_state, {"severity": severity, "reason": "; ".join(parts)}

@@ -6,6 +6,8 @@ mapping of ``drift.measured`` out. The pieces live by concept:
 - :mod:`modelmonitor.detect.metrics`: binned metrics (JS, KL, PSI, Hellinger, binned KS and W1);
 - :mod:`modelmonitor.detect.quantile_sketch`: exact Wasserstein-1 and KS from quantile sketches;
 - :mod:`modelmonitor.detect.categorical`: chi-square, unseen share and JS of categorical features;
+- :mod:`modelmonitor.detect.window_rules`: the thesis' window checks (max, min, mean, stddev);
+- :mod:`modelmonitor.detect.multivariate`: Hotelling mean shift and covariance change;
 - :mod:`modelmonitor.detect.alert_policy`: when drifted windows become an alert.
 
 Numerical ``wasserstein``, ``wassersteinNorm`` and ``kolmogorovSmirnov`` are computed from the
@@ -25,13 +27,15 @@ from modelmonitor.detect.categorical import UNSEEN, categorical_bins, categorica
 from modelmonitor.detect.metrics import (EPS, _non_negative, bin_centres, chi_square, hellinger,
                                          jensen_shannon, kolmogorov_smirnov, kullback_leibler,
                                          numerical_bins, psi, smooth, wasserstein, wasserstein_norm)
+from modelmonitor.detect.multivariate import multivariate_scores
+from modelmonitor.detect.window_rules import WINDOW_RULES, window_rule_scores
 
 __all__ = [
     "EPS", "UNSEEN", "METRICS",
     "smooth", "numerical_bins", "categorical_bins",
     "jensen_shannon", "kullback_leibler", "psi", "hellinger", "kolmogorov_smirnov",
     "bin_centres", "wasserstein", "wasserstein_norm", "chi_square",
-    "measure_drift", "drifted_feature_names", "evaluate_alert",
+    "measure_drift", "measure_multivariate", "shown_scores", "drifted_feature_names", "evaluate_alert",
 ]
 
 METRICS = tuple(_spec.DETECTORS)
@@ -75,9 +79,11 @@ def _numerical_scores(name: str, window_feature: Mapping, baseline_feature: Mapp
     if win.sum() == 0:
         return None
     p, q = smooth(win), smooth(base)
+    rules = window_rule_scores(window_feature, baseline_feature, wanted & set(WINDOW_RULES), name)
     binned = {"jensenShannon": jensen_shannon, "kullbackLeibler": kullback_leibler, "psi": psi,
               "hellinger": hellinger}
     scores = {metric: {"value": fn(p, q)} for metric, fn in binned.items() if metric in wanted}
+    scores.update(rules)
     sketched = _sketched_scores(name, window_feature, baseline_feature, wanted)
     if sketched is not None:
         scores.update(sketched)
@@ -180,6 +186,42 @@ def measure_drift(window_record: Mapping[str, Any], baseline: Mapping[str, Any],
         if entries:
             result[feature.name] = entries
     return result
+
+
+def measure_multivariate(window_record: Mapping[str, Any], baseline: Mapping[str, Any],
+                         detectors: Sequence[_spec.DetectorSpec],
+                         window_covariance_ddof: int = 1) -> dict[str, dict[str, Any]]:
+    """The ``multivariate`` field of ``drift.measured``: ``{metric: {"value", "threshold", "drifted", ...}}``.
+
+    Only the configured multivariate detectors (``hotelling``, ``covarianceChange``); a score that
+    cannot be computed for this window (see :mod:`modelmonitor.detect.multivariate`) is left out.
+    """
+    _check_detectors(detectors)
+    chosen = [d for d in detectors if d.name in _spec.MULTIVARIATE_DETECTORS]
+    if not chosen:
+        return {}
+    if not isinstance(baseline, Mapping) or not isinstance(baseline.get("features"), Mapping):
+        raise ValueError("baseline: 'features' mapping is missing")
+    scores = multivariate_scores(window_record, baseline, {d.name for d in chosen}, window_covariance_ddof)
+    return _entries(scores, chosen)
+
+
+def shown_scores(full: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                 detectors: Sequence[_spec.DetectorSpec]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``full`` (measured with every ``showAll`` on) reduced to what the detectors' ``showAll`` shows.
+
+    >>> from modelmonitor.core.spec import DetectorSpec
+    >>> shown_scores({"x": {"psi": {"value": 0.1, "threshold": 0.2, "drifted": False}}},
+    ...              [DetectorSpec("psi", 0.2, False)])
+    {}
+    """
+    show = {d.name: d.show_all for d in detectors}
+    out = {}
+    for name, scores in full.items():
+        kept = {metric: score for metric, score in scores.items() if score["drifted"] or show.get(metric, False)}
+        if kept:
+            out[name] = kept
+    return out
 
 
 def drifted_feature_names(measured: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Callable
 
-from modelmonitor.core.events import Event
+import numpy as np
 
 from modelmonitor.core import events as ev
-from modelmonitor.detect.drift import evaluate_alert, measure_drift
+from modelmonitor.core.events import Event
+from modelmonitor.core.spec import MULTIVARIATE_DETECTORS
+from modelmonitor.detect.alert_policy import drift_ratios
+from modelmonitor.detect.drift import evaluate_alert, measure_drift, measure_multivariate, shown_scores
 from modelmonitor.handlers.monitor import (Monitor, Rejected, check_event_time, event_data)
 class AlertState:
     """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write."""
@@ -75,10 +79,16 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]
         raise Rejected("data.count must be a non-negative integer")
     if mon.baseline is None or not mon.spec.drift:
         return []
+    # Every score is computed (showAll on): the sequential alert rule needs those under threshold too.
+    everything = [replace(d, show_all=True) for d in mon.spec.drift]
+    ddof = 0 if mon.spec.stats.covariance_type == "population" else 1
     try:
-        measured = measure_drift(data, mon.baseline, mon.spec.drift, mon.spec.features + mon.spec.predictions)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
+        full = measure_drift(data, mon.baseline, everything, mon.spec.features + mon.spec.predictions)
+        full_multivariate = measure_multivariate(data, mon.baseline, everything, ddof)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ArithmeticError,
+            np.linalg.LinAlgError) as exc:
         raise Rejected(f"cannot measure drift: {exc}") from None
+    measured = shown_scores(full, mon.spec.drift)
     out = {
         "monitor": mon.name,
         "window": window,
@@ -87,6 +97,11 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]
         "measuredAtMs": now_ms,
         "features": measured,
     }
+    if any(d.name in MULTIVARIATE_DETECTORS for d in mon.spec.drift):
+        out["multivariate"] = shown_scores({"m": full_multivariate}, mon.spec.drift).get("m", {})
+    drifted_multivariate = sorted(m for m, score in full_multivariate.items() if score["drifted"])
+    ratios = drift_ratios(full)
+    ratios.update(drift_ratios({f"multivariate.{m}": {m: score} for m, score in full_multivariate.items()}))
     wid = ev.window_id(mon.name, window["startMs"], window["endMs"])
     emitted = [ev.make_event(ev.DRIFT_MEASURED, mon.name, wid + "/drift", out, source=mon.source("drift"),
                              time_ms=window["endMs"])]
@@ -98,11 +113,14 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]
     def step(state):
         return evaluate_alert(state, window_end_ms=window["endMs"], window_count=int(data.get("count", 0)),
                               drifted_features=drifted, policy=mon.spec.alerts,
-                              monitored_features=max(judged, len(drifted), 1))
+                              monitored_features=max(judged, len(drifted), 1),
+                              drifted_multivariate=drifted_multivariate, ratios=ratios)
 
     alert = alert_state.update(step)
     if alert is not None:
         detected = dict(out, severity=alert["severity"], reason=alert["reason"], driftedFeatures=drifted)
+        if "multivariate" in out:
+            detected["driftedMultivariate"] = drifted_multivariate
         emitted.append(ev.make_event(ev.DRIFT_DETECTED, mon.name, wid + "/alert", detected,
                                      source=mon.source("drift"), time_ms=window["endMs"]))
     return emitted
