@@ -30,12 +30,12 @@ CLOCK_MARK = -7_777_777_777_777_777
 REQUEST, RESPONSE = 0, 1
 
 
-class _Body(msgspec.Struct):
+class _Body(msgspec.Struct, gc=False):
     instances: list[list[float]]
     inputs: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     type: str
     source: str
     id: str
