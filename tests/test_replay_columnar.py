@@ -242,3 +242,22 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 def test_outlier_records_text_is_json_dumps(hits):
     from modelmonitor.tools.replay.fastjson import hits_text
     assert hits_text(hits) == json.dumps(hits, separators=(",", ":"))
+
+
+def test_a_reader_of_documents_plugs_in(monitors, tmp_path):
+    """Other input formats hand decoded structured-mode documents to the same engine."""
+    docs = [{"type": ev.KSERVE_REQUEST, "source": "s", "id": f"d{i}", "time": ev.ms_to_rfc3339(T0 + 150 * i),
+             "data": {"instances": [[(i % 9) - 4.0, 5.0 + i % 3]]}} for i in range(300)]
+    docs.insert(40, {"type": ev.KSERVE_REQUEST, "source": "s", "id": "bad", "data": {"instances": [[1.0]]}})
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    from_file, from_docs = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    run_replay(monitors["sliding"], str(inp), str(from_file), progress=None)
+
+    def chunks():
+        for i in range(0, len(docs), 64):
+            yield docs[i:i + 64], 0
+
+    stats = run_replay(monitors["sliding"], "-", str(from_docs), progress=None, chunks=chunks, workers=0)
+    assert from_docs.read_bytes() == from_file.read_bytes()
+    assert stats.rejected == 1 and stats.instances == 300
