@@ -28,6 +28,7 @@ NO_TIME = -1
 #: Stands for ``detectedAtMs`` in a pre-serialised outlier event until the clock is known.
 CLOCK_MARK = -7_777_777_777_777_777
 REQUEST, RESPONSE = 0, 1
+_TYPE_OF_KIND = {REQUEST: ev.KSERVE_REQUEST, RESPONSE: ev.KSERVE_RESPONSE}
 
 
 class _Body(msgspec.Struct, gc=False):
@@ -65,6 +66,21 @@ class Decoded:
     ignored: int = 0
     dead: list = field(default_factory=list)     # (line index, dead letter event)
     outliers: list = field(default_factory=list)  # (record, json text with CLOCK_MARK | found list)
+
+    # Sent from a decoding process: the keys travel as two string lists (the record's kind
+    # gives its type), which halves what is pickled per line.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        keys = state.pop("keys")
+        state["_sources"] = [k[1] for k in keys]
+        state["_ids"] = [k[2] for k in keys]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        sources, ids = state.pop("_sources"), state.pop("_ids")
+        self.__dict__.update(state)
+        types = [_TYPE_OF_KIND[k] for k in self.kind.tolist()]
+        self.keys = list(zip(types, sources, ids))
 
 
 class _Records:

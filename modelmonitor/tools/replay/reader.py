@@ -35,6 +35,36 @@ def jsonl_chunks(path: str, *, chunk_lines: int = 8192, chunk_bytes: int = CHUNK
         pending = pending[chunk_lines:]
 
 
+def jsonl_blocks(path: str, *, block_bytes: int = 2 << 20) -> Iterator[tuple[bytes, int, int]]:
+    """The same lines as :func:`jsonl_chunks` in blocks of whole lines: (block, lines in it,
+    bytes read so far). Cheap to hand to another process (one bytes object, split there by
+    :func:`block_lines`)."""
+    tail = b""
+    done = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(block_bytes)
+            if not block:
+                break
+            done += len(block)
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                tail = block
+                continue
+            block, tail = block[:cut], block[cut:]
+            yield block, block.count(b"\n"), done - len(tail)
+    if tail:
+        yield tail, 1, done
+
+
+def block_lines(block: bytes) -> list[bytes]:
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
 def input_size(path: str) -> int | None:
     try:
         return os.path.getsize(path)

@@ -20,7 +20,7 @@ from typing import IO, Callable, Iterator
 from modelmonitor.handlers import Monitor
 from modelmonitor.tools.replay.common import Output, ReplayStats
 from modelmonitor.tools.replay.progress import Progress
-from modelmonitor.tools.replay.reader import input_size, jsonl_chunks
+from modelmonitor.tools.replay.reader import block_lines, input_size, jsonl_blocks, jsonl_chunks
 
 ENGINES = ("columnar", "per-event")
 CHUNK_LINES = 8192
@@ -36,7 +36,9 @@ def _init_worker(monitor_path: str, baseline_path: str | None) -> None:
     _worker_decoder = ChunkDecoder(Monitor.from_files(monitor_path, baseline_path))
 
 
-def _decode_in_worker(items: list, first_line: int):
+def _decode_in_worker(items: list | bytes, first_line: int):
+    if isinstance(items, bytes):            # a block of whole lines from jsonl_blocks
+        items = block_lines(items)
     return _worker_decoder.decode(items, first_line)
 
 
@@ -57,6 +59,7 @@ def run_replay(monitor_path: str, input_path: str, output_path: str, *, baseline
         raise ValueError("batch must be at least 1")
     mon = Monitor.from_files(monitor_path, baseline_path)
     read = chunks or (lambda: jsonl_chunks(input_path, chunk_lines=batch))
+    blocks = None if chunks is not None else (lambda: jsonl_blocks(input_path, block_bytes=max(4096, batch * 256)))
     stats = ReplayStats(engine=engine)
     bar = Progress(progress, input_size(input_path) if chunks is None else None)
     started = time.perf_counter()
@@ -64,7 +67,7 @@ def run_replay(monitor_path: str, input_path: str, output_path: str, *, baseline
         with open(output_path, "w", encoding="utf-8", buffering=1 << 20) as dst:
             out = Output(dst, stats)
             if engine == "columnar":
-                _columnar(mon, read, out, stats, bar, monitor_path, baseline_path,
+                _columnar(mon, read, blocks, out, stats, bar, monitor_path, baseline_path,
                           default_workers() if workers is None else workers)
             else:
                 _per_event(mon, read, out, stats, bar, redis_url)
@@ -74,7 +77,7 @@ def run_replay(monitor_path: str, input_path: str, output_path: str, *, baseline
     return stats
 
 
-def _columnar(mon, read, out, stats, bar, monitor_path, baseline_path, workers: int) -> None:
+def _columnar(mon, read, blocks, out, stats, bar, monitor_path, baseline_path, workers: int) -> None:
     import gc
     from modelmonitor.tools.replay.decode import ChunkDecoder
     from modelmonitor.tools.replay.engine import ColumnarReplay
@@ -95,9 +98,13 @@ def _columnar(mon, read, out, stats, bar, monitor_path, baseline_path, workers: 
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(monitor_path, baseline_path)) as pool:
                 queue: deque = deque()
                 ahead = 2 * workers + 1
-                for items, done in read():
+                # A JSON-lines file goes to the workers as blocks of whole lines (one bytes
+                # object each: nothing to split or pickle line by line here).
+                work = ((b, n, d) for b, n, d in blocks()) if blocks is not None else \
+                    ((items, len(items), d) for items, d in read())
+                for items, n_lines, done in work:
                     queue.append((pool.submit(_decode_in_worker, items, line), done))
-                    line += len(items)
+                    line += n_lines
                     while len(queue) > ahead:
                         fut, d = queue.popleft()
                         replay.feed(fut.result())
