@@ -138,7 +138,7 @@ def _oracle_page_hinkley(ratios, delta, lam):
 
 
 @pytest.mark.parametrize("method,drift,threshold,oracle", [
-    ("cusum", 0.5, 2.0, _oracle_cusum), ("pageHinkley", 0.1, 2.0, _oracle_page_hinkley)])
+    ("cusum", 0.8, 1.5, _oracle_cusum), ("pageHinkley", 0.1, 2.0, _oracle_page_hinkley)])
 def test_sequential_rules_alarm_where_a_direct_loop_does(method, drift, threshold, oracle):
     rng = np.random.default_rng(5)
     ratios = np.concatenate([rng.uniform(0, 0.6, 60), rng.uniform(0.8, 2.0, 20), rng.uniform(0, 0.6, 40)])
@@ -169,7 +169,7 @@ def test_drift_ratio_and_the_spec_of_the_sequential_rule():
     with pytest.raises(SpecError, match="spec.alerts.sequential.threshold"):
         parse_monitor(doc)
     doc["spec"]["alerts"] = {"sequential": {}, "consecutiveWindows": 1}   # as the CRD defaults it
-    assert parse_monitor(doc).alerts.sequential == SequentialSpec("cusum", 2.0, 0.5)
+    assert parse_monitor(doc).alerts.sequential == SequentialSpec("cusum", 1.5, 0.8)
 
 
 def test_drift_handler_reports_multivariate_scores_and_alerts_on_them():

@@ -173,7 +173,8 @@ class SequentialSpec:
     drift: float
 
 
-SEQUENTIAL_DEFAULTS = {"cusum": {"threshold": 2.0, "drift": 0.5}, "pageHinkley": {"threshold": 2.0, "drift": 0.1}}
+# Chosen by simulation (modelmonitor/tools/bench_detect.py, docs/benchmarks.md "Alert rules").
+SEQUENTIAL_DEFAULTS = {"cusum": {"threshold": 1.5, "drift": 0.8}, "pageHinkley": {"threshold": 2.0, "drift": 0.1}}
 
 
 @dataclass(frozen=True)

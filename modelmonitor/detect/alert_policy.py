@@ -10,9 +10,9 @@ Two rules decide when drift is persistent enough to alert (``spec.alerts``):
   scores in the window (1 means "at the threshold"; a score with threshold 0 counts 1 when
   drifted, else 0).
 
-  - ``cusum``: ``S = max(0, S + r - drift)``; alarm when ``S > threshold`` (defaults drift 0.5,
-    threshold 2). One window at ratio 3 alarms at once; ratios around 1 need about 4 windows;
-    isolated ratios below ``drift`` never accumulate.
+  - ``cusum``: ``S = max(0, S + r - drift)``; alarm when ``S > threshold`` (defaults drift 0.8,
+    threshold 1.5). One window at ratio 2.3 alarms at once; ratios of 1.3 need 3 windows;
+    ratios below ``drift`` never accumulate.
   - ``pageHinkley``: with ``mean`` the running mean of r, ``m = m + r - mean - drift``,
     ``M = min(M, m)``; alarm when ``m - M > threshold`` (defaults drift 0.1, threshold 2): a rise
     of the ratio above its own past level.

@@ -222,6 +222,8 @@ def run_bench(args) -> int:
         print(f"  {json.dumps(results[name])}  ({time.perf_counter() - t:.0f} s)", flush=True)
 
     step("aggregateMath", bench_aggregate_math)
+    from modelmonitor.tools.bench_detect import bench_alert_rules
+    step("alertRules", bench_alert_rules, 1_000 if quick else 5_000, 40 if quick else 200)
     from modelmonitor.tools.bench_replay import bench_replay
     step("replay", bench_replay, 50_000 if quick else 250_000, 1)
     step("replayBatched", bench_replay, 50_000 if quick else 250_000, 10)
@@ -273,6 +275,10 @@ def print_summary(r: dict) -> None:
         print(f"{row[0]:<38}{row[1]:<36}{row[2]:<18}{row[3]}")
     print("\nCPU per logger event (µs), steady run: " +
           ", ".join(f"{k} {v}" for k, v in hs["cpuMicrosecondsPerEvent"].items()))
+    if "alertRules" in r:
+        from modelmonitor.tools.bench_detect import markdown as alert_markdown
+        print("\nAlert rules by simulation (windows of 200, shift in standard deviations):\n")
+        print(alert_markdown(r["alertRules"]))
 
 
 def markdown(r: dict) -> str:
@@ -311,4 +317,7 @@ def markdown(r: dict) -> str:
     cpu = ", ".join(f"{k} {v}" for k, v in hs["cpuMicrosecondsPerEvent"].items())
     out.append("")
     out.append(f"CPU per logger event at {hs['requestedRate']:.0f} events/s (µs): {cpu}.")
+    if "alertRules" in r:
+        from modelmonitor.tools.bench_detect import markdown as alert_markdown
+        out += ["", alert_markdown(r["alertRules"]).rstrip()]
     return "\n".join(out) + "\n"

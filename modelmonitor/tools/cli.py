@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from modelmonitor.tools.preflight import (UsageError, check_input_file, check_port_free, check_redis_binary,
@@ -58,8 +59,11 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    from modelmonitor.core.stored_logs import StoredLogError, is_stored_logs, stored_log_chunks
     from modelmonitor.tools.replay import run_replay
-    check_input_file(args.input, "--input")
+    stored = is_stored_logs(args.input)
+    if not (stored and os.path.isdir(args.input)):
+        check_input_file(args.input, "--input")
     load_monitor_and_baseline(args.monitor, args.baseline)
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
@@ -73,10 +77,12 @@ def cmd_replay(args) -> int:
     elif per_event:
         check_redis_binary()
     try:
+        # KServe's stored log batches (a .json/.csv/.parquet file or a folder) become logger events.
+        chunks = (lambda: stored_log_chunks(args.input, args.event_time, args.batch)) if stored else None
         stats = run_replay(args.monitor, args.input, args.output, baseline_path=args.baseline,
                            redis_url=args.redis, progress=None if args.quiet else sys.stderr, batch=args.batch,
-                           engine=args.engine, workers=args.workers)
-    except OSError as exc:
+                           engine=args.engine, workers=args.workers, chunks=chunks)
+    except (OSError, StoredLogError) as exc:
         raise UsageError(str(exc)) from None
     summary = stats.as_dict()
     if args.json:
@@ -222,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("replay", "backtest recorded logger events (JSON lines) through the pipeline")
     s.add_argument("monitor", help="ModelMonitor YAML file")
     s.add_argument("--input", required=True, metavar="FILE",
-                   help="recorded logger events, one structured-mode CloudEvent JSON per line")
+                   help="recorded logger events, one structured-mode CloudEvent JSON per line (.jsonl); or "
+                        "KServe's stored log batches: a .json, .csv or .parquet batch, or a folder of them")
+    s.add_argument("--event-time", default="mtime", metavar="mtime|metadata:HEADER",
+                   help="event time of stored CSV/Parquet log records, which carry none: the batch file's "
+                        "modification time (default) or a request header forwarded in the logger's metadata")
     output_option(s, "where to write every emitted event (JSON lines)", required=True)
     s.add_argument("--baseline", metavar="FILE", help="baseline JSON (default: the monitor's spec.baseline.file)")
     s.add_argument("--engine", choices=("columnar", "per-event"),
