@@ -58,8 +58,13 @@ def run_replay(monitor_path: str, input_path: str, output_path: str, *, baseline
     if batch < 1:
         raise ValueError("batch must be at least 1")
     mon = Monitor.from_files(monitor_path, baseline_path)
-    read = chunks or (lambda: jsonl_chunks(input_path, chunk_lines=batch))
-    blocks = None if chunks is not None else (lambda: jsonl_blocks(input_path, block_bytes=max(4096, batch * 256)))
+    # An instance is in ceil(duration / slide) windows, and a chunk is worked on as (instance,
+    # window) pairs: long windows with a short slide get proportionally shorter chunks.
+    w = mon.spec.window
+    per_instance = -(-w.duration_ms // w.slide_ms)
+    lines = batch if batch <= 64 else max(64, batch // per_instance)
+    read = chunks or (lambda: jsonl_chunks(input_path, chunk_lines=lines))
+    blocks = None if chunks is not None else (lambda: jsonl_blocks(input_path, block_bytes=max(4096, lines * 256)))
     stats = ReplayStats(engine=engine)
     bar = Progress(progress, input_size(input_path) if chunks is None else None)
     started = time.perf_counter()
