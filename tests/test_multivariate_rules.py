@@ -204,3 +204,16 @@ def test_drift_handler_reports_multivariate_scores_and_alerts_on_them():
     assert emitted[1].data["driftedMultivariate"] == ["hotelling"] and emitted[1].data["driftedFeatures"] == []
     assert emitted[1].data["severity"] == "critical"
     validate_event_data(ev.DRIFT_DETECTED, emitted[1].data)
+
+
+def test_alert_rule_benchmark_runs_the_real_policy_and_ranks_the_rules():
+    from modelmonitor.tools.bench_detect import bench_alert_rules, markdown
+    r = bench_alert_rules(stationary_windows=400, runs=8, shifts=(0.5,), seed=3)
+    rules = r["rules"]
+    # More consecutive windows: fewer false alarms, longer delay; a large shift is caught by all.
+    assert rules["consecutive-1"]["falseAlarmsPer1000Windows"] >= rules["consecutive-3"]["falseAlarmsPer1000Windows"]
+    assert rules["consecutive-1"]["falseAlarmsPer1000Windows"] > rules["cusum"]["falseAlarmsPer1000Windows"]
+    assert rules["consecutive-3"]["delayWindows@0.5sd"]["mean"] > 2.5   # (a streak may start in burn-in)
+    assert rules["cusum"]["delayWindows@0.5sd"]["mean"] < rules["consecutive-3"]["delayWindows@0.5sd"]["mean"]
+    assert all(v["delayWindows@0.5sd"]["missed"] == 0 for v in rules.values())
+    assert "| cusum |" in markdown(r)
