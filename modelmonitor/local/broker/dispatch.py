@@ -34,7 +34,8 @@ TRIGGER_COUNTERS = ("matched", "delivered", "replies", "retried", "dead_lettered
 #: Entries a reader takes from the log at once.
 READ_BATCH = 128
 #: How long a reader waits in the log for new entries before looking at its stop flag.
-READ_BLOCK_MS = 200
+READ_BLOCK_MS = 500
+_STOP = object()
 
 
 def dead_letter_headers(headers: dict[str, str], outcome: _Outcome) -> dict[str, str]:
@@ -85,6 +86,12 @@ class TriggerDispatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        # Wake the idle workers (they block on the queue without polling: no CPU while idle).
+        for _ in range(self.workers if not self.trigger.ordered else 0):
+            try:
+                self.queue.put_nowait(_STOP)
+            except queue.Full:
+                threading.Thread(target=self.queue.put, args=(_STOP,), daemon=True).start()
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -139,12 +146,9 @@ class TriggerDispatcher:
 
     def _work_loop(self) -> None:
         while True:
-            try:
-                entry = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._stopping():
-                    return
-                continue
+            entry = self.queue.get()
+            if entry is _STOP:
+                return
             self._handle(entry)
 
     def _handle(self, entry: Entry) -> None:
