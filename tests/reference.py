@@ -65,3 +65,56 @@ def percentile_within_bound(value, values, q: float, rank_error: float = 0.01) -
     below = np.searchsorted(x, value, side="left") / x.size
     at_or_below = np.searchsorted(x, value, side="right") / x.size
     return bool(x[0] <= value <= x[-1] and below - rank_error <= q / 100 <= at_or_below + rank_error)
+
+
+def assert_same_window(got: dict, want: dict, what: str = "") -> None:
+    """Two ``window.closed`` data of the same instances, perhaps merged in another order (other
+    replicas, batches, a replay): exact for counts, late, min, max, histograms and categories;
+    moments, sums, covariance and correlation to 1e-9 relative; percentiles and IQR equal to float
+    rounding while the window is small enough to be exact (<= 400 values), else both inside
+    [min, max] (each is checked against raw values where a test has them)."""
+    import math
+
+    def close(a, b, scale):
+        if a is None or b is None:
+            return a is b
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12 * max(scale, 1.0))
+
+    assert set(got) == set(want), (what, set(got) ^ set(want))
+    for key in got:
+        if key not in ("features", "covariance", "correlation"):
+            assert got[key] == want[key], (what, key, got[key], want[key])
+    assert set(got["features"]) == set(want["features"]), what
+    scales = {}
+    for name, g in got["features"].items():
+        w = want["features"][name]
+        assert set(g) == set(w), (what, name)
+        if "categories" in g:
+            assert g == w, (what, name)
+            continue
+        scale = max(abs(w["min"] or 0.0), abs(w["max"] or 0.0))
+        scales[name] = scale
+        n = max(w["count"], 1)
+        for key in ("count", "min", "max", "histogram"):
+            assert g[key] == w[key], (what, name, key)
+        for key, s in (("mean", scale), ("sum", n * scale), ("stddev", scale), ("variance", n * scale * scale)):
+            assert close(g[key], w[key], s), (what, name, key, g[key], w[key])
+        exact = w["count"] <= 400
+        for q in w["percentiles"]:
+            a, b = g["percentiles"][q], w["percentiles"][q]
+            assert (a is None) == (b is None), (what, name, q)
+            if b is not None:
+                assert close(a, b, scale) if exact else (w["min"] <= a <= w["max"]), (what, name, q, a, b)
+        if "iqr" in w and exact:
+            assert close(g["iqr"], w["iqr"], scale), (what, name)
+    n = max(want.get("count") or 1, 1)
+    for key in ("covariance", "correlation"):
+        g, w = got.get(key), want.get(key)
+        assert (g is None) == (w is None), (what, key)
+        if w is None:
+            continue
+        assert g["features"] == w["features"], (what, key)
+        for i, row in enumerate(w["matrix"]):
+            for j, b in enumerate(row):
+                s = 1.0 if key == "correlation" else n * scales.get(w["features"][i], 1.0) * scales.get(w["features"][j], 1.0)
+                assert close(g["matrix"][i][j], b, s), (what, key, i, j, g["matrix"][i][j], b)

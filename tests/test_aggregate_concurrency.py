@@ -185,10 +185,15 @@ def test_redis_memory_returns_to_baseline(redis_client):
     """After a warm-up, a long stream leaves nothing behind: closed windows are deleted and old
     dedup ids expire, so the monitor's keys and their MEMORY USAGE return to the baseline."""
     from state.store import PendingRequest, WindowStore, encode_rows
+    from modelmonitor.handlers.aggregate import AggregateCodec
+    from modelmonitor.handlers.monitor import Monitor
+    from modelmonitor.core.spec import load_monitor
+    mon = Monitor(load_monitor(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                            "examples", "iris", "monitor.yaml")))
     store = WindowStore(redis_client, "mem", duration_ms=1000, slide_ms=1000, delay_ms=0,
-                        dedup_retention_ms=1000, dedup_bucket_ms=500)
+                        codec=AggregateCodec(mon), dedup_retention_ms=1000, dedup_bucket_ms=500)
     prefix = store.prefix
-    num, cat = encode_rows(np.ones((1, 3)), None)
+    num, cat = encode_rows(np.ones((1, 4)), None)
     t = [10_000]
     peak = [0]
 

@@ -35,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+
 import pytest
 import requests
 import yaml
@@ -47,6 +48,7 @@ from modelmonitor.local.procs import free_port
 from modelmonitor.tools.replay import run_replay
 from modelmonitor.local.runner import LocalRun
 from modelmonitor.tools.streams import ThesisStream, logger_events
+from reference import assert_same_window
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "examples" / "iris"
@@ -276,7 +278,7 @@ def check_windows(live_windows: dict, replayed: dict, distinct: list[dict]) -> N
                for wid in sorted(set(live_windows) | set(replayed))]
     assert set(live_windows) == set(replayed), summary
     for wid in sorted(replayed):
-        assert live_windows[wid] == replayed[wid], (wid, summary)
+        assert_same_window(live_windows[wid], replayed[wid], wid)
     # Independently of the backtest: every distinct instance counted once, none late.
     requests_ = [d for d in distinct if d["type"] == ev.KSERVE_REQUEST]
     responses = [d for d in distinct if d["type"] == ev.KSERVE_RESPONSE]

@@ -71,7 +71,7 @@ def finish(run, recorder, logger, *, timeout: float = 40.0):
     client = connect(run.redis_url)
     try:
         prefix = "{mm:%s}" % run.spec.name
-        wait_until(lambda: not list(client.scan_iter(match=prefix + ":w:*")) and
+        wait_until(lambda: not list(client.scan_iter(match=prefix + ":p*")) and
                    client.zcard(prefix + ":open") == 0 and client.zcard(prefix + ":ready") == 0,
                    15, what="Redis to hold no window")
     finally:

@@ -1,4 +1,11 @@
-"""The aggregate handler: ``inference.instances`` -> Redis windows -> ``window.closed``.
+"""The aggregate handler: ``inference.instances`` -> Redis panes of partial aggregates ->
+``window.closed``.
+
+A group-committed batch becomes one partial :class:`WindowAggregate` per (pane, first window,
+row group), built with NumPy from the batch's packed rows (:class:`AggregateCodec`), and is
+applied to Redis in one atomic script call with the batch's dedup and lateness. A closing window
+is the merge of its panes' partials; its event is fixed in Redis before it is emitted, so a
+re-close after a closer died emits the identical event.
 """
 from __future__ import annotations
 
@@ -14,10 +21,68 @@ from modelmonitor.core.events import Event
 from modelmonitor.core import events as ev
 from modelmonitor.core.backoff import parse_duration, total_backoff
 from modelmonitor.runtime import metrics
-from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, decode_rows, encode_rows
-from modelmonitor.stats.aggregate import WindowAggregate
-from modelmonitor.handlers.monitor import (Monitor, check_instances,
+from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, encode_rows
+from modelmonitor.stats.window import WindowAggregate
+from modelmonitor.handlers.monitor import (Monitor, Rejected, check_instances,
     wall_clock_ms, window_info, _split)
+
+
+class AggregateCodec:
+    """Partial aggregates of a monitor's row groups, as the window store keeps them.
+
+    A group is ``i`` (inputs) or ``p`` (predictions), optionally followed by ``@<segment>``.
+    """
+
+    def __init__(self, mon: Monitor):
+        self.mon = mon
+
+    def layout(self, group: str):
+        kind = group.split("@", 1)[0]
+        if kind == INPUTS:
+            return self.mon.inputs
+        if kind == PREDICTIONS:
+            return self.mon.predictions
+        raise ValueError(f"unknown row group {group!r}")
+
+    def _config(self, group: str):
+        layout = self.layout(group)
+        names = set(layout.names)
+        return (layout.features, {n: e for n, e in self.mon.edges.items() if n in names},
+                {n: c for n, c in self.mon.known_categories.items() if n in names})
+
+    def empty(self, group: str) -> WindowAggregate:
+        return WindowAggregate(*self._config(group))
+
+    def aggregate(self, group: str, requests: Sequence[PendingRequest]) -> WindowAggregate:
+        """One partial from packed requests (vectorised: one NumPy update per batch)."""
+        layout = self.layout(group)
+        agg = self.empty(group)
+        n_num = len(layout.numeric)
+        numeric = (np.frombuffer(b"".join(r.numeric for r in requests), dtype="<f8").reshape(-1, n_num)
+                   if n_num else None)
+        columns: list = []
+        if layout.categorical:
+            rows = [row for r in requests for line in r.categorical.split(b"\n") if line for row in json.loads(line)]
+            columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in layout.categorical]
+        agg.update_columns(numeric, columns)
+        return agg
+
+    def build(self, group: str, requests: Sequence[PendingRequest]) -> bytes:
+        return self.aggregate(group, requests).to_bytes()
+
+    def read(self, group: str, partial: bytes) -> WindowAggregate:
+        return WindowAggregate.from_bytes(*self._config(group), partial)
+
+    def merged(self, group: str, partials: Sequence[bytes]) -> WindowAggregate:
+        agg = self.empty(group)
+        for blob in partials:
+            agg.merge(self.read(group, blob))
+        return agg
+
+    def merge(self, group: str, partials: Sequence[bytes]) -> bytes:
+        return self.merged(group, partials).to_bytes()
+
+
 def _pack_numeric_rows(rows: list) -> bytes | None:
     """Rows of plain finite numbers packed as float64 (the common case, without NumPy's
     per-call overhead); None when anything needs the general path and its error messages."""
@@ -42,9 +107,16 @@ class Aggregator:
     """Feeds instances into the monitor's Redis windows and turns sealed windows into
     ``window.closed`` events."""
 
-    def __init__(self, mon: Monitor, store: WindowStore, *, replica: str | None = None):
+    live = True     # see __init__
+
+    def __init__(self, mon: Monitor, store: WindowStore, *, replica: str | None = None, live: bool = True):
         self.mon = mon
         self.store = store
+        self.codec = store.codec if isinstance(store.codec, AggregateCodec) else AggregateCodec(mon)
+        # Live: event times more than maxClockSkew ahead of this function's clock are refused
+        # (as ingest does), so no forged or mis-timed event can move the watermark past every
+        # open window. A replay has no wall clock and skips the check.
+        self.live = live
         self.token = replica or uuid.uuid4().hex
         # Processing time this replica last received a valid instances event, applied or not
         # (the store may have been down), or started; and since when its applies fail: tick().
@@ -53,15 +125,19 @@ class Aggregator:
         self.redelivery_horizon_ms = redelivery_horizon_ms(mon.spec.delivery)
 
     @classmethod
-    def for_client(cls, mon: Monitor, client, **kwargs) -> "Aggregator":
+    def for_client(cls, mon: Monitor, client, *, live: bool = True, **kwargs) -> "Aggregator":
         w = mon.spec.window
         store = WindowStore(client, mon.name, duration_ms=w.duration_ms, slide_ms=w.slide_ms,
-                            delay_ms=w.watermark_delay_ms, **kwargs)
-        return cls(mon, store)
+                            delay_ms=w.watermark_delay_ms, codec=AggregateCodec(mon), **kwargs)
+        return cls(mon, store, live=live)
 
     def encode(self, event: Event) -> PendingRequest:
         """Validate and pack one instances event (pure: no Redis)."""
         data, layout = check_instances(self.mon, event)
+        skew = self.mon.spec.window.max_clock_skew_ms
+        if self.live and data["eventTimeMs"] - wall_clock_ms() > skew:
+            raise Rejected(f"data.eventTimeMs {data['eventTimeMs']} is more than maxClockSkew ({skew} ms) "
+                           f"ahead of this function's clock")
         num = _pack_numeric_rows(data["instances"]) if not layout.categorical else None
         if num is not None:
             cat = b""
@@ -155,7 +231,9 @@ class Aggregator:
                 return closed
             for claim in claims:
                 try:
-                    event = self.window_event(claim, now_ms)
+                    event = self.closed_event(claim, now_ms)
+                    if event is None:      # the lease went to another closer: it emits the window
+                        continue
                     emit(event)
                 except BaseException:
                     self.store.release(claim, self.token)
@@ -165,68 +243,27 @@ class Aggregator:
             if len(claims) < limit:
                 return closed
 
+    def closed_event(self, claim, now_ms: int) -> Event | None:
+        """The window's event: the one an earlier closer fixed in Redis, else computed now and
+        fixed (first writer wins); None when the lease is no longer ours. Fixing it renews the
+        lease, and the computation reads O(panes x features x sketch size)."""
+        held, stored = self.store.stored_result(claim, self.token)
+        if not held:
+            return None
+        if stored is None:
+            data = self.window_data(claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms,
+                                    self.store.read(claim))
+            stored = self.store.store_result(claim, self.token, json.dumps(data, separators=(",", ":"),
+                                                                          allow_nan=False).encode())
+            if stored is None:
+                return None
+        return self.make_closed_event(claim.start_ms, claim.end_ms, json.loads(stored))
+
     def window_event(self, claim, now_ms: int) -> Event:
-        stored = self.store.read(claim)
-        record = self.finalize(stored)
-        mon = self.mon
-        data = {
-            "monitor": mon.name,
-            "window": window_info(claim.start_ms, claim.end_ms),
-            "count": record["count"],
-            "late": claim.late,
-            "watermarkMs": claim.watermark_ms,
-            "closedAtMs": now_ms,
-            "features": record["features"],
-            "covariance": record.get("covariance"),
-            "correlation": record.get("correlation"),
-        }
-        return ev.make_event(ev.WINDOW_CLOSED, mon.name, ev.window_id(mon.name, claim.start_ms, claim.end_ms),
-                             data, source=mon.source("aggregate"), time_ms=claim.end_ms)
+        """The window's event computed from its partials (no lease bookkeeping)."""
+        data = self.window_data(claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms,
+                                self.store.read(claim))
+        return self.make_closed_event(claim.start_ms, claim.end_ms, data)
 
-    def finalize(self, stored: dict) -> dict:
-        """Statistics of a window from its stored rows (both groups)."""
-        mon = self.mon
-        out: dict[str, Any] = {"count": 0, "features": {}, "covariance": None, "correlation": None}
-        for group, layout in ((INPUTS, mon.inputs), (PREDICTIONS, mon.predictions)):
-            if not layout.features:
-                continue
-            num_bytes, cat_bytes = stored[group]
-            numeric, cat_rows = decode_rows(num_bytes, cat_bytes, len(layout.numeric))
-            if len(layout.numeric):
-                # A canonical row order makes float results independent of arrival order,
-                # and so of how many replicas there were and how events were spread.
-                numeric = numeric[np.lexsort(numeric.T[::-1])] if len(numeric) else numeric
-            categorical = [list(c) for c in zip(*cat_rows)] if cat_rows else [[] for _ in layout.categorical]
-            names = set(layout.names)
-            agg = WindowAggregate(layout.features, {n: e for n, e in mon.edges.items() if n in names},
-                                  {n: c for n, c in mon.known_categories.items() if n in names})
-            if len(numeric) or cat_rows:
-                agg.update_arrays(numeric if layout.numeric else np.empty((max(len(cat_rows), 0), 0)), categorical)
-            rec = agg.finalize(mon.spec.stats)
-            out["features"].update(rec["features"])
-            if group == INPUTS:
-                out["count"] = rec["count"]
-                out["covariance"] = rec.get("covariance")
-                out["correlation"] = rec.get("correlation")
-            else:
-                out["predictionCount"] = rec["count"]
-        return out
-
-
-def redelivery_horizon_ms(delivery: dict | None) -> int:
-    """How long the broker keeps redelivering a failed event: the sum of the backoff waits of
-    the monitor's Trigger delivery (spec.delivery over the rendered defaults: 5 retries,
-    exponential, PT0.2S), at most an hour.
-
-    >>> redelivery_horizon_ms(None), redelivery_horizon_ms({"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT1S"})
-    (12400, 6000)
-    """
-    d = {"retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S", **(delivery or {})}
-    try:
-        delay = parse_duration(str(d.get("backoffDelay") or ""))
-    except ValueError:
-        delay = 0.2
-    waits = total_backoff(d.get("backoffPolicy") or "exponential", delay, min(int(d.get("retry") or 0), 64),
-                          maximum=3600.0)
-    return int(min(waits, 3600.0) * 1000)
-
+    def make_closed_event(self, start_ms: int, end_ms: int, data: dict) -> Event:
+>>>>>>> 16d5be3 (Window state per pane as bounded mergeable partials: apply.lua does dedup, lateness, watermark and the batch's partial aggregates in one atomic step (computes statuses first, writes nothing on a mismatch; no write can fail after the first), panes of gcd(duration, slide), compare-and-swap compaction past 16 partials, panes freed when their last window closes; a close reads O(panes x partials), fixes its event in Redis (identical re-close, lease renewed); aggregate refuses event times beyond maxClockSkew in live mode)

@@ -52,7 +52,8 @@ class Quantiles:
 
     def _update_checked(self, x: np.ndarray) -> None:
         if x.size:
-            self.sketch.update(np.ascontiguousarray(x, dtype=_F8))
+            x = np.ascontiguousarray(x, dtype=_F8)
+            self.sketch.update(x if x.flags.writeable else x.copy())  # the binding refuses read-only arrays
 
     @property
     def count(self) -> int:

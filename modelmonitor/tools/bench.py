@@ -69,19 +69,26 @@ def bench_merge(redis_url: str, total_instances: int, instances_per_request: int
 
 
 def bench_window_memory(redis_url: str, windows: int = 50, instances: int = 1000) -> dict:
+    """Redis bytes per open window (iris monitor: 4 numerical features, the aggregate's codec)."""
+    from modelmonitor.handlers import Aggregator, Monitor
     from modelmonitor.local.redis_server import connect
-    from state.store import PendingRequest, WindowStore, encode_rows
+    from modelmonitor.core.spec import load_monitor
+    from state.store import PendingRequest, encode_rows
+    mon = Monitor(load_monitor(os.path.join(EXAMPLE, "monitor.yaml")))
     client = connect(redis_url)
     client.flushall()
-    store = WindowStore(client, "memory", duration_ms=1000, slide_ms=1000, delay_ms=10 ** 9)
+    store = Aggregator.for_client(mon, client).store
+    store.delay_ms = 10 ** 12      # nothing closes: every window stays open
+    d = store.duration_ms
     base = client.info("memory")["used_memory"]
     rng = np.random.default_rng(2)
     for w in range(windows):
         reqs = []
         for i in range(instances):
             num, cat = encode_rows(rng.normal(size=(1, 4)), None)
-            reqs.append(PendingRequest(f"w{w}-{i}", w * 1000 + i % 1000, 1, "i", num, cat))
-        store.apply(reqs, now_ms=0)
+            reqs.append(PendingRequest(f"w{w}-{i}", w * d + i % d, 1, "i", num, cat))
+        for j in range(0, instances, 512):
+            store.apply(reqs[j:j + 512], now_ms=0)
     used = client.info("memory")["used_memory"] - base
     client.flushall()
     client.close()
