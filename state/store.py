@@ -123,7 +123,7 @@ class WindowStore:
     """
 
     def __init__(self, client, monitor: str, *, duration_ms: int, slide_ms: int, delay_ms: int,
-                 codec: PartialCodec, dedup_retention_ms: int = 600_000, dedup_bucket_ms: int = 300_000,
+                 codec: PartialCodec | None = None, dedup_retention_ms: int = 600_000, dedup_bucket_ms: int = 300_000,
                  lease_ms: int = 15_000, max_partials: int = 16, max_args_bytes: int = 768 * 1024,
                  max_attempts: int = 8):
         self.client = client

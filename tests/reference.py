@@ -118,3 +118,23 @@ def assert_same_window(got: dict, want: dict, what: str = "") -> None:
             for j, b in enumerate(row):
                 s = 1.0 if key == "correlation" else n * scales.get(w["features"][i], 1.0) * scales.get(w["features"][j], 1.0)
                 assert close(g["matrix"][i][j], b, s), (what, key, i, j, g["matrix"][i][j], b)
+
+
+def assert_close_json(got, want, what: str = "") -> None:
+    """Equal JSON documents, floats to 1e-9 relative (scores derived from merged statistics)."""
+    import math
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (what, got, want)
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (what, got, want)
+        for k in want:
+            assert_close_json(got[k], want[k], f"{what}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (what, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close_json(g, w, f"{what}[{i}]")
+    elif isinstance(want, str) and got != want and want.startswith("{"):
+        import json   # an event carried as text (a dead letter's originalData)
+        assert_close_json(json.loads(got), json.loads(want), what)
+    else:
+        assert got == want, (what, got, want)

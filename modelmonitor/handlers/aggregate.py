@@ -112,7 +112,8 @@ class Aggregator:
     def __init__(self, mon: Monitor, store: WindowStore, *, replica: str | None = None, live: bool = True):
         self.mon = mon
         self.store = store
-        self.codec = store.codec if isinstance(store.codec, AggregateCodec) else AggregateCodec(mon)
+        codec = getattr(store, "codec", None)
+        self.codec = codec if isinstance(codec, AggregateCodec) else AggregateCodec(mon)
         # Live: event times more than maxClockSkew ahead of this function's clock are refused
         # (as ingest does), so no forged or mis-timed event can move the watermark past every
         # open window. A replay has no wall clock and skips the check.

@@ -1,9 +1,9 @@
 """Open windows of a columnar replay, in process.
 
-A window keeps what the Redis window store keeps (its rows per group, numerical as float64,
-categorical as one JSON line per request) and hands them to the aggregate handler's
-``window_event`` through :meth:`read`, as the store would, so window statistics come from the
-very same code.
+A window keeps its rows per group (numerical as float64, categorical as one JSON line per
+request) and hands them to the aggregate handler's ``window_event`` through :meth:`read` as one
+partial aggregate per group (the WindowStore.read contract: ``{group: [partial bytes]}``), built
+by the aggregate's own codec, so window statistics come from the very same code.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 
 from modelmonitor.handlers import Monitor
 from modelmonitor.tools.replay.decode import REQUEST, RESPONSE, Decoded
-from state.store import GROUPS, INPUTS, PREDICTIONS
+from modelmonitor.handlers.aggregate import AggregateCodec
+from state.store import GROUPS, INPUTS, PREDICTIONS, PendingRequest
 
 _KIND_OF_GROUP = {INPUTS: REQUEST, PREDICTIONS: RESPONSE}
 
@@ -30,6 +31,7 @@ class _Window:
 class WindowBuffers:
     def __init__(self, mon: Monitor):
         self.mon = mon
+        self.codec = AggregateCodec(mon)
         self.open: dict[int, _Window] = {}                # window start -> content
         self.has_categorical = {REQUEST: bool(mon.inputs.categorical), RESPONSE: bool(mon.predictions.categorical)}
 
@@ -89,5 +91,6 @@ class WindowBuffers:
             parts = window.numeric[k]
             num = b"".join(np.ascontiguousarray(p, dtype="<f8").tobytes() for p in parts) if parts else b""
             cat = b"".join(window.categorical[k])
-            out[g] = (num or None, cat or None)
+            if num or cat:
+                out[g] = [self.codec.build(g, [PendingRequest("", 0, 0, g, num, cat)])]
         return out
