@@ -13,6 +13,7 @@ in ``modelmonitor validate``, in the functions at start-up and in the operator.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -270,6 +271,13 @@ def _features(items: Any, path: str, required: bool) -> tuple[Feature, ...]:
     return tuple(out)
 
 
+#: The longest window a monitor may have (its state lives in Redis until it closes).
+MAX_WINDOW_DURATION_MS = 7 * 24 * 3_600_000
+#: Most panes per window: a window's state is kept per pane of gcd(duration, slide), a close
+#: reads every pane of the window, and closing one frees the panes no other window needs.
+MAX_PANES_PER_WINDOW = 1440
+
+
 def _window(w: dict, path: str) -> WindowSpec:
     _check_keys(w, {"duration", "slide", "watermarkDelay", "idleTimeout", "maxClockSkew"}, path)
     if "duration" not in w:
@@ -283,6 +291,14 @@ def _window(w: dict, path: str) -> WindowSpec:
     if slide > duration:
         raise SpecError(f"{path}.slide", f"{format_duration(slide)} is larger than {path}.duration "
                         f"({format_duration(duration)}): instances between windows would be lost")
+    if duration > MAX_WINDOW_DURATION_MS:
+        raise SpecError(f"{path}.duration", f"{format_duration(duration)} is longer than the maximum "
+                        f"{format_duration(MAX_WINDOW_DURATION_MS)}")
+    panes = duration // math.gcd(duration, slide)
+    if panes > MAX_PANES_PER_WINDOW:
+        raise SpecError(f"{path}.slide", f"{format_duration(slide)} cuts a {format_duration(duration)} window "
+                        f"into {panes} panes of {format_duration(math.gcd(duration, slide))} "
+                        f"(gcd of duration and slide); at most {MAX_PANES_PER_WINDOW} are allowed")
     delay = parse_duration(w.get("watermarkDelay", 0), f"{path}.watermarkDelay")
     idle = parse_duration(w.get("idleTimeout", "30s"), f"{path}.idleTimeout")
     if idle <= 0:

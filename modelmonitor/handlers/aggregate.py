@@ -267,4 +267,58 @@ class Aggregator:
         return self.make_closed_event(claim.start_ms, claim.end_ms, data)
 
     def make_closed_event(self, start_ms: int, end_ms: int, data: dict) -> Event:
->>>>>>> 16d5be3 (Window state per pane as bounded mergeable partials: apply.lua does dedup, lateness, watermark and the batch's partial aggregates in one atomic step (computes statuses first, writes nothing on a mismatch; no write can fail after the first), panes of gcd(duration, slide), compare-and-swap compaction past 16 partials, panes freed when their last window closes; a close reads O(panes x partials), fixes its event in Redis (identical re-close, lease renewed); aggregate refuses event times beyond maxClockSkew in live mode)
+        mon = self.mon
+        return ev.make_event(ev.WINDOW_CLOSED, mon.name, ev.window_id(mon.name, start_ms, end_ms),
+                             data, source=mon.source("aggregate"), time_ms=end_ms)
+
+    def window_data(self, start_ms: int, end_ms: int, late: int, watermark_ms: int | None, closed_at_ms: int,
+                    partials: dict[str, Sequence[bytes]]) -> dict:
+        """The ``window.closed`` data from a window's partials per group (``{group: [bytes]}``)."""
+        record = self.finalize(partials)
+        return {
+            "monitor": self.mon.name,
+            "window": window_info(start_ms, end_ms),
+            "count": record["count"],
+            "late": late,
+            "watermarkMs": watermark_ms,
+            "closedAtMs": closed_at_ms,
+            "features": record["features"],
+            "covariance": record.get("covariance"),
+            "correlation": record.get("correlation"),
+        }
+
+    def finalize(self, partials: dict[str, Sequence[bytes]]) -> dict:
+        """Statistics of a window from its partial aggregates per group."""
+        mon = self.mon
+        out: dict[str, Any] = {"count": 0, "features": {}, "covariance": None, "correlation": None}
+        for group, layout in ((INPUTS, mon.inputs), (PREDICTIONS, mon.predictions)):
+            if not layout.features:
+                continue
+            rec = self.codec.merged(group, partials.get(group, ())).finalize(mon.spec.stats)
+            out["features"].update(rec["features"])
+            if group == INPUTS:
+                out["count"] = rec["count"]
+                out["covariance"] = rec.get("covariance")
+                out["correlation"] = rec.get("correlation")
+            else:
+                out["predictionCount"] = rec["count"]
+        return out
+
+
+def redelivery_horizon_ms(delivery: dict | None) -> int:
+    """How long the broker keeps redelivering a failed event: the sum of the backoff waits of
+    the monitor's Trigger delivery (spec.delivery over the rendered defaults: 5 retries,
+    exponential, PT0.2S), at most an hour.
+
+    >>> redelivery_horizon_ms(None), redelivery_horizon_ms({"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT1S"})
+    (12400, 6000)
+    """
+    d = {"retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S", **(delivery or {})}
+    try:
+        delay = parse_duration(str(d.get("backoffDelay") or ""))
+    except ValueError:
+        delay = 0.2
+    waits = total_backoff(d.get("backoffPolicy") or "exponential", delay, min(int(d.get("retry") or 0), 64),
+                          maximum=3600.0)
+    return int(min(waits, 3600.0) * 1000)
+
