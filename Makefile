@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-apiserver demo bench clean redis
+.PHONY: install test test-apiserver demo bench clean redis functions
 
 # `redis` runs on every `make install`, so a redis-server removed after the venv was made comes back.
 install: $(STAMP) redis
@@ -42,6 +42,11 @@ test-apiserver: install
 	PYTHON=$(PYTHON) tests/apiserver/build.sh
 	MODELMONITOR_APISERVER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/apiserver
 
+# The four Knative Functions projects with the modelmonitor wheel vendored into each
+# (functions/<role>/vendor/): run before `kn func build` / `kn func deploy --path functions/<role>`.
+functions: install
+	$(BIN)/python -m modelmonitor.cluster.function_projects
+
 demo: install
 	$(BIN)/modelmonitor demo
 
@@ -51,4 +56,4 @@ bench: install
 	$(BIN)/modelmonitor bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache functions/*/vendor

@@ -16,7 +16,8 @@ standard library module):
 - deletion needs no handler: every child has an ownerReference, the garbage collector
   removes them. No finalizer is added (tests/apiserver checks this on a real API server).
 
-The function image comes from MODELMONITOR_IMAGE (default ghcr.io/modelmonitor/modelmonitor:0.1.0).
+The function images come from MODELMONITOR_IMAGE, a name with {role} in it (default
+ghcr.io/modelmonitor/modelmonitor-{role}:0.1.0, one image per function project).
 """
 from __future__ import annotations
 

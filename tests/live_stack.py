@@ -1,5 +1,5 @@
 """Helpers for the tests that drive the real local stack (`modelmonitor run`'s LocalRun: the local
-broker, the four parliament function processes, a real redis-server): a monitor with short
+broker, the four func-python function processes, a real redis-server): a monitor with short
 windows, a recorder of every event the broker accepts, a test-driven PingSource, a KServe-logger
 look-alike that sends binary-mode CloudEvents, and the comparison of the live `window.closed`
 results with the brute-force reference (tests/reference.py) plus numpy.

@@ -1,4 +1,4 @@
-"""The local broker against real function processes (parliament apps served by waitress).
+"""The local broker against real function processes (func-python functions served by hypercorn).
 
 Toy subscribers live in tests/funcs/: echo (records, 202), replier (answers with a Event
 of another type), flaky (500 for the first N calls per event id), bad (always 400). Each runs
@@ -569,7 +569,7 @@ def test_in_process_sink_subscriber_receives_matching_events():
 
 def test_serve_role_resolution_and_clean_sigterm_exit(monkeypatch, tmp_path):
     assert serve_module.main(["--role", "no-such-role"]) == 2
-    assert serve_module.main(["--func-dir", str(tmp_path)]) == 2          # no func.py there
+    assert serve_module.main(["--func-dir", str(tmp_path)]) == 2          # no function/ there
     monkeypatch.setenv(serve_module.FUNCTIONS_DIR_ENV, str(FUNCS))
     assert serve_module.role_dir("echo") == FUNCS / "echo"
     rec = tmp_path / "role.jsonl"
@@ -582,12 +582,12 @@ def test_serve_role_resolution_and_clean_sigterm_exit(monkeypatch, tmp_path):
     assert [r["attrs"]["id"] for r in records(rec)] == ["r1"]
 
 
-def test_serve_loads_the_named_func_py_even_if_another_is_on_the_path(tmp_path):
-    # parliament appends the folder to sys.path and imports `func`; a func.py in the working
-    # directory (python -m puts it first; the repository root has one) must not win.
+def test_serve_loads_the_named_function_package_even_if_another_is_on_the_path(tmp_path):
+    # The function folder's own `function` package must win over one on the path (python -m
+    # puts the working directory first).
     decoy = tmp_path / "decoy"
-    decoy.mkdir()
-    (decoy / "func.py").write_text("def main(context):\n    return 'decoy', 500\n")
+    (decoy / "function").mkdir(parents=True)
+    (decoy / "function" / "__init__.py").write_text("def handle(scope, receive, send):\n    raise RuntimeError('decoy')\n")
     rec = tmp_path / "named.jsonl"
     with FunctionProcess("named", ["--func-dir", str(FUNCS / "echo")], cwd=decoy,
                          env={"RECORD_FILE": str(rec), "PYTHONPATH": str(decoy)}) as proc:

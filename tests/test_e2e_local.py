@@ -1,6 +1,6 @@
 """End to end on one machine: `LocalRun` (the engine of `modelmonitor run`) against `replay`.
 
-A `LocalRun` starts a private durable redis-server, the four functions (each a parliament
+A `LocalRun` starts a private durable redis-server, the four functions (each a func-python
 process), the local broker wired by the rendered Broker/Trigger YAML plus user Trigger YAML,
 and the PingSource ticker. Thesis-stream logger events are POSTed to the broker ingress over
 HTTP in binary mode, with duplicate deliveries; the same events, written as JSON lines, go
@@ -309,7 +309,7 @@ def test_http_stream_windows_equal_the_backtest(live, tmp_path, redis_url):
     for name, counters in live.run.broker.stats()["triggers"].items():
         if name.startswith("iris-"):                  # the monitor's own wiring lost nothing
             assert counters["dropped"] == 0 and counters["dead_lettered"] == 0, name
-    agg = requests.get(live.run.pools["aggregate"].processes[0].url, timeout=5).text
+    agg = requests.get(live.run.pools["aggregate"].processes[0].metrics_url, timeout=5).text
     dedup = [line for line in agg.splitlines() if line.startswith("modelmonitor_dedup_hits_total ")]
     assert dedup and float(dedup[0].split()[1]) >= len(docs) - len(distinct)
 

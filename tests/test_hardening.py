@@ -1,4 +1,4 @@
-"""Fault injection on the real local stack (`modelmonitor run`: local broker, four parliament
+"""Fault injection on the real local stack (`modelmonitor run`: local broker, four func-python
 function processes, a real redis-server), with the iris monitor on 2 s windows, a 1 s watermark
 delay, a 2 s idle timeout and a PingSource tick every 0.3 s.
 
@@ -65,7 +65,7 @@ def finish(run, recorder, logger, *, timeout: float = 40.0):
     for name in (f"{run.spec.name}-aggregate", f"{run.spec.name}-aggregate-tick"):
         assert stats[name]["dropped"] == 0 and stats[name]["dead_lettered"] == 0, (name, stats[name])
     # The closer's gauges agree: nothing open, nothing waiting to be closed.
-    agg = run.pools["aggregate"].urls[0]
+    agg = run.pools["aggregate"].processes[0].metrics_url
     wait_until(lambda: metric_value(agg, "modelmonitor_windows_open") == 0 and
                metric_value(agg, "modelmonitor_windows_ready") == 0, 15, 0.3, what="the window gauges to reach 0")
     client = connect(run.redis_url)
@@ -106,7 +106,7 @@ def test_redis_down_mid_stream_loses_nothing(tmp_path, outage):
     server = RedisServer(durable=True).start()
     try:
         with live(tmp_path, redis_url=server.url) as (run, recorder, logger, ticker):
-            agg_url = run.pools["aggregate"].urls[0]
+            agg_url = run.pools["aggregate"].processes[0].metrics_url
             phase = {"down": None, "up": None}
 
             def fault(elapsed: float) -> None:
@@ -231,7 +231,7 @@ def test_duplicates_and_bursts_are_counted_once(tmp_path):
     """20% of the logger events are delivered twice (at once, 50 ms or 500 ms later) while the
     rate jumps tenfold for half a second every two seconds; every event counts once."""
     with live(tmp_path) as (run, recorder, logger, ticker):
-        agg_url = run.pools["aggregate"].urls[0]
+        agg_url = run.pools["aggregate"].processes[0].metrics_url
         open_seen: list[float] = []
 
         def sample(elapsed: float) -> None:

@@ -97,7 +97,9 @@ def test_kafka_message_round_trip_keeps_attributes_and_data():
             msg = event_to_kafka(ev, mode)
             assert msg.key == b"iris"
             back = record_to_event(list(msg.headers.items()), msg.key, msg.value)
-            assert back.data == data, (mode, extra)
+            # SDK 2.x: in binary mode, a text content type's data comes back as text.
+            expected = data.decode() if mode == "binary" and extra["datacontenttype"] == "text/plain" else data
+            assert back.data == expected, (mode, extra)
             for attr in ("type", "source", "id", "monitor", "datacontenttype", "partitionkey"):
                 assert back[attr] == ev[attr], (mode, attr)
     with pytest.raises(ValueError, match="no CloudEvent"):

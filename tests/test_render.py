@@ -1,7 +1,7 @@
 """Rendered manifests (modelmonitor.cluster.render): shape, wiring rules, determinism, and validity
 against the upstream schemas in strict mode (unknown fields rejected, as `kubectl
 --validate=strict` does; see schema_sources.py for where each schema comes from). Also the
-generated files that must not rot: eventing/, operator/install.yaml, func.yaml, requirements.txt.
+generated files that must not rot: eventing/, operator/install.yaml, requirements.txt.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from modelmonitor.core import events
 
 from modelmonitor.cluster import render
 from modelmonitor.core.spec import SpecError, load_monitor, parse_monitor
-from schema_sources import func_yaml_errors, manifest_errors
+from schema_sources import manifest_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "iris" / "monitor.yaml"
@@ -530,22 +530,6 @@ def test_rbac_is_least_privilege():
                                     "namespace": account["metadata"]["namespace"]}]
 
 
-def test_func_yaml_is_valid_knative_func():
-    text = (ROOT / "func.yaml").read_text(encoding="utf-8")
-    func = yaml.safe_load(text)
-    assert func_yaml_errors(func) == []
-    assert func["specVersion"] == "0.36.0" and func["runtime"] == "python" and func["build"]["builder"] == "pack"
-    assert isinstance(func["created"], str)  # quoted: unquoted, YAML makes it a datetime
-    envs = {e["name"]: e["value"] for e in func["run"]["envs"]}
-    assert envs["MODELMONITOR_ROLE"] in render.ROLES
-    assert envs["MODELMONITOR_CONFIG"] == render.CONFIG_PATH and envs["MODELMONITOR_BASELINE"] == render.BASELINE_PATH
-    assert envs["REDIS_URL"].startswith("{{ secret:")
-    assert func["deploy"]["options"]["scale"]["min"] == 0
-    # The check is real: the unquoted timestamp the schema README warns about fails.
-    broken = yaml.safe_load(re.sub(r'created: "([^"]+)"', r"created: \1", text))
-    assert not isinstance(broken["created"], str) and func_yaml_errors(broken)
-
-
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -590,10 +574,7 @@ def test_requirements_pin_the_runtime_closure_as_constraints_do():
     assert not {"pytest", "cel-python", "hypothesis", "scipy", "confluent-kafka"} & set(required)
 
 
-def test_procfile_and_function_entry_point():
-    assert (ROOT / "Procfile").read_text().strip() == "web: python -m parliament ."
-    source = (ROOT / "func.py").read_text()
-    assert "from modelmonitor.runtime.app import main" in source
+def test_operator_is_no_package():
     # The operator is run by path: a package named `operator` would shadow the stdlib module.
     assert not (ROOT / "operator" / "__init__.py").exists()
 

@@ -1,7 +1,7 @@
 """Kubernetes manifests of a ModelMonitor: what the operator applies and `modelmonitor render` prints.
 
-One image runs all four functions; each Knative Service picks its role with
-``MODELMONITOR_ROLE``. Everything a monitor needs on a cluster is rendered here, in a fixed
+Each function role runs its own image, built from ``functions/<role>/`` (a Knative Functions
+project on the func-python runtime): ``DEFAULT_IMAGE`` names them with ``{role}``. Everything a monitor needs on a cluster is rendered here, in a fixed
 order: the ``<monitor>-config`` ConfigMap, the Knative Services, the Triggers, the PingSource
 and the KafkaSinks. The same functions feed the operator (:mod:`modelmonitor.cluster.reconcile`), the
 ``render`` command, the generated ``eventing/`` directory and ``operator/install.yaml``, so
@@ -32,7 +32,9 @@ from modelmonitor.cluster.gitops import dump_manifests, gitops_header, readable_
 from modelmonitor.core import events
 from modelmonitor.core.spec import API_VERSION, KIND, MonitorSpec, SpecError, load_monitor, parse_monitor
 
-DEFAULT_IMAGE = "ghcr.io/modelmonitor/modelmonitor:0.1.0"
+#: Function images, one per role (each built from functions/<role>/ by `kn func build`); "{role}"
+#: in an image name is replaced by the role.
+DEFAULT_IMAGE = "ghcr.io/modelmonitor/modelmonitor-{role}:0.1.0"
 OPERATOR_IMAGE = "ghcr.io/modelmonitor/modelmonitor-operator:0.1.0"
 OPERATOR_NAMESPACE = "modelmonitor-system"
 ROLES = ("ingest", "outlier", "aggregate", "drift")
@@ -320,6 +322,7 @@ def function_env(spec: MonitorSpec, role: str) -> list[dict]:
     secret = dict(spec.redis_secret_ref or DEFAULT_REDIS_SECRET)
     return [
         {"name": "MODELMONITOR_ROLE", "value": role},
+        {"name": "MODELMONITOR_METRICS_PORT", "value": "9091"},
         {"name": "MODELMONITOR_CONFIG", "value": CONFIG_PATH},
         {"name": "MODELMONITOR_BASELINE", "value": BASELINE_PATH},
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}},
@@ -327,9 +330,18 @@ def function_env(spec: MonitorSpec, role: str) -> list[dict]:
     ]
 
 
+def image_for(image: str, role: str) -> str:
+    """The image of one role: ``{role}`` in ``image`` replaced by the role.
+
+    >>> image_for(DEFAULT_IMAGE, "drift")
+    'ghcr.io/modelmonitor/modelmonitor-drift:0.1.0'
+    """
+    return image.replace("{role}", role)
+
+
 def render_service(spec: MonitorSpec, role: str, image: str = DEFAULT_IMAGE,
                    owner_uid: str | None = None) -> dict:
-    """The Knative Service `<m>-<role>` running the shared image in one role."""
+    """The Knative Service `<m>-<role>` running the role's function image."""
     cfg = (spec.functions or {}).get(role) or {}
     template_meta: dict = {"labels": labels_for(spec.name, role)}
     annotations = _autoscaling(role, cfg)
@@ -337,7 +349,7 @@ def render_service(spec: MonitorSpec, role: str, image: str = DEFAULT_IMAGE,
         template_meta["annotations"] = annotations
     container = {
         "name": "function",
-        "image": image,
+        "image": image_for(image, role),
         "env": function_env(spec, role),
         "ports": [{"containerPort": 8080, "name": "http1"}],
         "readinessProbe": {"httpGet": {"path": "/health/readiness"}},
@@ -480,7 +492,8 @@ def render_monitor_file(path: str, image: str | None = None) -> str:
     with a header saying what to build, push and create before applying (`modelmonitor render`)."""
     spec = load_monitor(path)
     secret = dict(spec.redis_secret_ref or DEFAULT_REDIS_SECRET)
-    header = gitops_header(path, spec.name, [image or DEFAULT_IMAGE], (secret["name"], secret["key"]))
+    header = gitops_header(path, spec.name, [image_for(image or DEFAULT_IMAGE, r) for r in roles_for(spec)],
+                           (secret["name"], secret["key"]))
     return header + render_yaml(spec, image or DEFAULT_IMAGE)
 
 

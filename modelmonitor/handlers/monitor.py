@@ -106,12 +106,18 @@ class Monitor:
         return cls(spec, baseline)
 
     @classmethod
-    def from_env(cls) -> "Monitor":
-        config = os.environ.get("MODELMONITOR_CONFIG", "/etc/modelmonitor/monitor.yaml")
-        baseline = os.environ.get("MODELMONITOR_BASELINE") or None
+    def from_config(cls, cfg) -> "Monitor":
+        """The monitor named by a function's configuration (a mapping such as its environment):
+        MODELMONITOR_CONFIG (default /etc/modelmonitor/monitor.yaml), MODELMONITOR_BASELINE."""
+        config = cfg.get("MODELMONITOR_CONFIG") or "/etc/modelmonitor/monitor.yaml"
+        baseline = cfg.get("MODELMONITOR_BASELINE") or None
         if baseline and not os.path.exists(baseline):
             baseline = None
         return cls.from_files(config, baseline)
+
+    @classmethod
+    def from_env(cls) -> "Monitor":
+        return cls.from_config(os.environ)
 
     def layout(self, kind: str) -> Layout:
         return self.predictions if kind == "response" else self.inputs

@@ -29,8 +29,6 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from cloudevents import kafka as ce_kafka
-
 from modelmonitor.core.events import Event
 from modelmonitor.runtime import wire
 
@@ -44,16 +42,6 @@ def _servers(bootstrap: str | Sequence[str]) -> list[str]:
     if isinstance(bootstrap, str):
         return [s.strip() for s in bootstrap.split(",") if s.strip()]
     return list(bootstrap)
-
-
-def _json_or_bytes(value: bytes | None) -> Any:
-    # As the HTTP binding in the SDK: JSON when it parses, the raw bytes otherwise.
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return value
 
 
 def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | str | None,
@@ -78,8 +66,7 @@ def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | st
         lacking = [f"ce_{a}" for a in ("id", "source", "type") if f"ce_{a}" not in hdrs]
         if lacking:
             raise ValueError(f"binary-mode record lacks header(s) {', '.join(lacking)}")
-        return wire.from_sdk(ce_kafka.from_binary(ce_kafka.KafkaMessage(hdrs, key, value),
-                                                  data_unmarshaller=_json_or_bytes))
+        return wire.from_kafka(hdrs, key, value, structured=False)
     structured = content_type.startswith("application/cloudevents+json")
     if not structured and value[:1] == b"{":
         try:
@@ -90,48 +77,25 @@ def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | st
         raise ValueError("record is no CloudEvent: no ce_specversion header and no "
                          "application/cloudevents+json value")
     try:
-        # Headers are left out on purpose: the SDK would turn every header (even the
-        # envelope's content-type) into an attribute.
-        event = ce_kafka.from_structured(ce_kafka.KafkaMessage({}, key, value))
-    except Exception as err:  # the SDK raises several unrelated types for bad JSON
+        # Headers are left out on purpose: the envelope's content-type is no attribute.
+        event = wire.from_kafka({}, key, value, structured=True)
+    except ValueError as err:
         raise ValueError(f"invalid structured CloudEvent: {err}") from None
-    for attr in ("specversion", "id", "source", "type"):
-        if not event.get(attr):
-            raise ValueError(f"structured CloudEvent lacks '{attr}'")
-    return wire.from_sdk(event)
+    return event
 
 
-def event_to_kafka(event: Event, content_mode: str = "structured") -> ce_kafka.KafkaMessage:
+def event_to_kafka(event: Event, content_mode: str = "structured"):
     """Headers, key and value of the record for an event (`partitionkey` becomes the key).
 
     >>> m = event_to_kafka(Event({"type": "t", "source": "s", "id": "1"}, {"a": 1}))
     >>> m.headers["content-type"], json.loads(m.value)["data"]
     (b'application/cloudevents+json; charset=utf-8', {'a': 1})
     """
-    # The SDK encodes attribute values with str.encode; extensions may be ints or booleans.
-    attrs = {k: v if isinstance(v, str) else str(v)
-             for k, v in event.get_attributes().items() if v is not None}
-    event = wire.to_sdk(Event(attrs, event.data))
-    content_type = attrs.get("datacontenttype")
-
-    def key_mapper(ev):
-        key = ev.get("partitionkey")
-        return key.encode() if isinstance(key, str) else key
-
-    if content_mode == "binary":
-        def marshal(data: Any) -> Any:
-            if data is None or isinstance(data, (bytes, bytearray)):
-                return data
-            if isinstance(data, str) and content_type and "json" not in content_type.lower():
-                return data
-            return json.dumps(data)
-        return ce_kafka.to_binary(event, data_marshaller=marshal, key_mapper=key_mapper)
+    msg = wire.to_kafka(event, content_mode)
     if content_mode == "structured":
-        msg = ce_kafka.to_structured(event, key_mapper=key_mapper)
-        # The SDK puts the data's content type here; the binding wants the envelope's.
-        return ce_kafka.KafkaMessage({"content-type": STRUCTURED_CONTENT_TYPE.encode()},
-                                     msg.key, msg.value)
-    raise ValueError(f"content_mode must be 'binary' or 'structured', got {content_mode!r}")
+        # The binding's content type of a JSON envelope, with its charset.
+        return type(msg)({"content-type": STRUCTURED_CONTENT_TYPE.encode()}, msg.key, msg.value)
+    return msg
 
 
 class KafkaSinkWriter:

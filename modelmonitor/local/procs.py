@@ -68,6 +68,8 @@ class FunctionProcess:
         self.env = dict(env or {})
         self.host = host
         self.port = port or free_port(host)
+        # func-python serves only the function and its health probes: metrics get their own port.
+        self.metrics_port = free_port(host)
         self.ready_timeout = ready_timeout
         self.log_file = log_file
         self.cwd = cwd
@@ -81,6 +83,11 @@ class FunctionProcess:
     def url(self) -> str:
         """Where the function's `POST /` is (the subscriber URL for the broker)."""
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the function process serves its Prometheus metrics."""
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -105,7 +112,8 @@ class FunctionProcess:
             if self.running:
                 return self
             self._terminating = False
-            env = {**os.environ, **self.env}
+            env = {**os.environ, **self.env, "MODELMONITOR_METRICS_PORT": str(self.metrics_port),
+                   "MODELMONITOR_METRICS_ADDRESS": self.host}
             # Function output must show up at once in logs, not when a buffer fills.
             env.setdefault("PYTHONUNBUFFERED", "1")
             out = None

@@ -1,7 +1,7 @@
 """One Prometheus endpoint for everything `modelmonitor run` starts.
 
-Each function process serves its own metrics on ``GET /`` (as on a cluster, where Prometheus
-scrapes every pod). Locally, this collector scrapes them on demand, adds ``function`` and
+Each function process serves its own metrics on its metrics port (``MODELMONITOR_METRICS_PORT``,
+as on a cluster, where Prometheus scrapes every pod). Locally, this collector scrapes them on demand, adds ``function`` and
 ``replica`` labels, and adds the local broker's delivery counters, so one scrape target
 (``http://127.0.0.1:<metrics port>/metrics``) feeds the Grafana dashboard.
 """
@@ -27,7 +27,7 @@ class RunCollector:
         for role, pool in self.run.pools.items():
             for i, proc in enumerate(pool):
                 try:
-                    text = self.session.get(proc.url, timeout=2).text
+                    text = self.session.get(proc.metrics_url, timeout=2).text
                 except requests.RequestException as exc:
                     log.debug("metrics of %s unavailable: %s", proc.name, exc)
                     continue

@@ -3,7 +3,7 @@
 A local broker reads the same Broker and Trigger objects as the cluster (rendered from the
 monitor by the code that writes `eventing/`, plus the user's own Trigger YAML), accepts
 CloudEvents at ``/`` and ``/<namespace>/<broker>``, and delivers them over HTTP to the four
-functions, each served by the parliament runtime in its own process (several replicas when
+functions, each served by func-python (its image's runtime) in its own process (several replicas when
 asked). A ticker plays the PingSource. Without ``--redis`` a private, durable redis-server
 is started; with ``--kafka-bootstrap`` logger events are also read from a Kafka topic and the
 analysis Triggers write to Kafka topics.

@@ -29,3 +29,9 @@ DRIFT_LATENCY = Histogram("modelmonitor_drift_latency_seconds", "window.closed t
 
 def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Serve ``GET /metrics`` (any path) on its own port, from a daemon thread."""
+    from prometheus_client import start_http_server
+    start_http_server(port, addr=address)

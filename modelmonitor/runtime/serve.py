@@ -1,17 +1,18 @@
-"""Serve one Knative Python function (parliament runtime) on a chosen host and port.
+"""Serve one Knative Python function with func-python, as its image does, on a chosen address.
 
-`python -m parliament DIR` always binds 0.0.0.0:8080, so the local broker (`modelmonitor run`)
-and the tests host the very same Flask app themselves: `parliament.server.load(DIR)` imports
-`DIR/func.py`, `parliament.server.create(module)` builds the app (POST / invokes `main(context)`,
-GET /health/liveness and /health/readiness answer "OK"), and waitress serves it multi-threaded,
-exactly as the function image does on Knative, only on another address.
+The image `kn func build` makes runs a scaffolded ``service/main.py`` that imports ``new`` (else
+``handle``) from the function's distribution ``function`` and calls
+``func_python.cloudevent.serve`` with it, bound to ``LISTEN_ADDRESS``. This module does the
+same for a function folder (``functions/<role>`` or ``--func-dir``), importing its ``function``
+package from that folder, so local runs (`modelmonitor run`, the tests, the demo) go through
+the very same middleware, hypercorn and CloudEvent decoding:
 
-    python -m modelmonitor.runtime.serve --func-dir tests/funcs/echo --port 8081
-    python -m modelmonitor.runtime.serve --role ingest --host 127.0.0.1 --port 0
+    python -m modelmonitor.runtime.serve --role ingest --host 127.0.0.1 --port 8081
+    python -m modelmonitor.runtime.serve --func-dir tests/funcs/echo --port 0
 
 `--role ROLE` is shorthand for `--func-dir <repo>/functions/ROLE` (the functions/ folder next to
 the modelmonitor package, or `$MODELMONITOR_FUNCTIONS_DIR/ROLE`). SIGTERM and SIGINT stop the
-server cleanly (exit status 0) after the requests in progress finish (waitress waits up to 5 s).
+server cleanly: func-python's shutdown calls the function's ``stop()``.
 
 >>> build_parser().parse_args(["--role", "ingest"]).port
 8080
@@ -19,8 +20,8 @@ server cleanly (exit status 0) after the requests in progress finish (waitress w
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ FUNCTIONS_DIR_ENV = "MODELMONITOR_FUNCTIONS_DIR"
 
 
 def functions_root() -> Path:
-    """The folder holding `<role>/func.py` for the four roles.
+    """The folder holding `<role>/function/` for the four roles.
 
     The repository keeps `functions/` at its root next to the `modelmonitor/` package (an
     editable install runs from there); `$MODELMONITOR_FUNCTIONS_DIR` overrides that.
@@ -45,7 +46,7 @@ def functions_root() -> Path:
 
 
 def role_dir(role: str) -> Path:
-    """`functions/<role>` for a role name; a clear error when it holds no func.py.
+    """`functions/<role>` for a role name; a clear error when it holds no function package.
 
     >>> role_dir("../etc")
     Traceback (most recent call last):
@@ -55,81 +56,60 @@ def role_dir(role: str) -> Path:
     if not role or "/" in role or "\\" in role or role.startswith("."):
         raise ValueError(f"invalid function role {role!r}")
     path = functions_root() / role
-    if not (path / "func.py").is_file():
+    if not (path / "function" / "__init__.py").is_file():
         raise FileNotFoundError(
-            f"no function for role {role!r}: {path / 'func.py'} does not exist "
+            f"no function for role {role!r}: {path / 'function' / '__init__.py'} does not exist "
             f"(pass --func-dir or set {FUNCTIONS_DIR_ENV})")
     return path
 
 
-def load_function(func_dir: Path, load=None):
-    """Import `func_dir/func.py` as the module `func`, through parliament's loader.
-
-    parliament's `load` *appends* the folder to sys.path and runs `import func`, so any other
-    `func.py` earlier on the path (the repository root has one, and `python -m` puts the
-    working directory first) would win. The folder goes to the front here and the loaded
-    file is checked.
-    """
-    if load is None:
-        from parliament.server import load
+def load_function(func_dir: Path):
+    """The ``function`` package of a function folder (what the distribution ``function`` is in
+    the image), checked to be that folder's and to export ``new`` or ``handle``."""
     func_dir = Path(func_dir).resolve()
     sys.path.insert(0, str(func_dir))
-    sys.modules.pop("func", None)
-    module = load(str(func_dir))
+    for name in [m for m in sys.modules if m == "function" or m.startswith("function.")]:
+        del sys.modules[name]
+    module = importlib.import_module("function")
     loaded = Path(getattr(module, "__file__", "") or "").resolve()
-    if loaded != func_dir / "func.py":
-        raise ImportError(f"loaded {loaded} instead of {func_dir / 'func.py'}")
-    if not callable(getattr(module, "main", None)):
-        raise ImportError(f"{loaded} defines no main(context)")
+    if loaded != func_dir / "function" / "__init__.py":
+        raise ImportError(f"loaded {loaded} instead of {func_dir / 'function' / '__init__.py'}")
+    if not callable(getattr(module, "new", None)) and not callable(getattr(module, "handle", None)):
+        raise ImportError(f"{loaded} exports neither new() nor handle()")
     return module
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modelmonitor.runtime.serve",
-        description="Serve a parliament (Knative Python) function with waitress.")
+        description="Serve a Knative Python function (func-python) on a chosen address.")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--func-dir", help="folder holding func.py with main(context)")
+    where.add_argument("--func-dir", help="function folder holding the package function/ with new()")
     where.add_argument("--role", help="one of the repository's functions (functions/<role>)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--threads", type=int, default=16,
-                        help="waitress worker threads (concurrent main() calls)")
-    parser.add_argument("--connection-limit", type=int, default=256,
-                        help="open connections waitress accepts before queueing in the kernel")
-    parser.add_argument("--channel-timeout", type=int, default=120,
-                        help="seconds an idle connection stays open")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="worker threads for blocking handlers (sets MODELMONITOR_THREADS)")
     return parser
-
-
-def _exit_on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
-    # waitress' run loop catches SystemExit, shuts its worker threads down and returns,
-    # so raising it here is the clean way out of serve().
-    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         func_dir = Path(args.func_dir) if args.func_dir else role_dir(args.role)
+        if not (func_dir / "function" / "__init__.py").is_file():
+            raise FileNotFoundError(f"{func_dir / 'function' / '__init__.py'} does not exist")
     except (ValueError, FileNotFoundError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
-    if not (func_dir / "func.py").is_file():
-        print(f"serve: {func_dir / 'func.py'} does not exist", file=sys.stderr)
-        return 2
-
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    os.environ["LISTEN_ADDRESS"] = f"{host}:{args.port}"
+    if args.threads:
+        os.environ["MODELMONITOR_THREADS"] = str(args.threads)
+    module = load_function(func_dir)
     # Imported late so --help and argument errors stay fast.
-    import waitress
-    from parliament import server as parliament_server
-
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGINT, _exit_on_signal)
-    app = parliament_server.create(load_function(func_dir, parliament_server.load))
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads,
-                   connection_limit=args.connection_limit,
-                   channel_timeout=args.channel_timeout,
-                   ident="modelmonitor-function")
+    from func_python.cloudevent import serve
+    serve(module.new if callable(getattr(module, "new", None)) else module.handle)
     return 0
 
 

@@ -231,6 +231,8 @@ def run_bench(args) -> int:
     step("aggregateMath", bench_aggregate_math)
     from modelmonitor.tools.bench_detect import bench_alert_rules
     step("alertRules", bench_alert_rules, 1_000 if quick else 5_000, 40 if quick else 200)
+    from modelmonitor.tools.bench_functions import bench_functions
+    step("functionCalls", bench_functions, 200 if quick else 1000)
     from modelmonitor.tools.bench_replay import bench_replay
     step("replay", bench_replay, 50_000 if quick else 250_000, 1)
     step("replayBatched", bench_replay, 50_000 if quick else 250_000, 10)
@@ -286,6 +288,9 @@ def print_summary(r: dict) -> None:
         from modelmonitor.tools.bench_detect import markdown as alert_markdown
         print("\nAlert rules by simulation (windows of 200, shift in standard deviations):\n")
         print(alert_markdown(r["alertRules"]))
+    calls = r["functionCalls"]["roles"]
+    print("CPU per function call through func-python, no sockets (µs; target ≤ 300): " +
+          ", ".join(f"{k} {v['cpuMicrosecondsPerCall']}" for k, v in calls.items()))
 
 
 def markdown(r: dict) -> str:

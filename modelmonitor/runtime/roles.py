@@ -1,19 +1,20 @@
-"""The functions' HTTP glue on the parliament runtime: ``main(context)`` for every role.
+"""What each function role does with a request, apart from the HTTP runtime: one handler class
+per role, built from the function's configuration (:func:`build_handler`).
 
-The role comes from ``MODELMONITOR_ROLE`` (ingest, outlier, aggregate, drift); one image runs
-them all. Answers follow Knative's rules: a CloudEvent reply (HTTP 200) is re-published by the
-broker; ``("", 202)`` acknowledges; 400 with the reason for an event we cannot use (and a
-dead-letter event goes to the broker); 503 when Redis is unavailable, so the broker retries.
-Events beyond the single reply are POSTed to the broker ingress in ``K_SINK``.
-``GET /`` serves the Prometheus metrics.
+``handle(event)`` answers with an :class:`~modelmonitor.core.events.Event` (the reply, HTTP 200;
+Knative's broker re-publishes it) or ``(body, status[, headers])``: ``("", 202)`` acknowledges,
+400 with the reason refuses an event we cannot use (a dead-letter event goes to the broker), 503
+tells the broker to retry when Redis is unavailable. Events beyond the single reply are POSTed
+to the broker ingress in ``K_SINK``. Handlers block (Redis, the sink): the runtime calls them
+from worker threads.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
+from typing import Mapping
 
 import redis
 import requests
@@ -28,14 +29,18 @@ from state.group_commit import GroupCommitter
 
 log = logging.getLogger("modelmonitor")
 ROLES = ("ingest", "outlier", "aggregate", "drift")
-MAX_BODY_BYTES = int(os.environ.get("MODELMONITOR_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Errors that mean "the state store is unavailable right now": HTTP 503, the broker retries.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+               redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, TimeoutError)
 
 
 class Sink:
     """POSTs events to the broker ingress (binary mode). Raises when the broker refuses."""
 
-    def __init__(self, url: str | None):
+    def __init__(self, url: str | None, role: str = "?"):
         self.url = url
+        self.role = role
         self.session = requests.Session()
         self.lock = threading.Lock()
 
@@ -46,7 +51,7 @@ class Sink:
         resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
         if resp.status_code >= 300:
             raise RuntimeError(f"broker answered {resp.status_code} to {event['type']}")
-        metrics.EVENTS_OUT.labels(role=ROLE or "?", type=event["type"]).inc()
+        metrics.EVENTS_OUT.labels(role=self.role, type=event["type"]).inc()
 
     def send_quietly(self, event: Event) -> None:
         try:
@@ -61,6 +66,9 @@ class Handler:
     def __init__(self, mon: Monitor, sink: Sink):
         self.mon = mon
         self.sink = sink
+
+    def close(self) -> None:
+        """Stop background work (the function is stopping)."""
 
     def reject(self, reason: str, event: Event | None, raw: bytes | None = None):
         metrics.EVENTS_IN.labels(role=self.role, outcome="rejected").inc()
@@ -108,6 +116,7 @@ class AggregateHandler(Handler):
             log.warning("Redis not reachable yet: %s", exc)
         self.committer = GroupCommitter(self._commit, on_batch=metrics.BATCH_SIZE.observe)
         self.wake = threading.Event()
+        self.stopping = threading.Event()
         self.closer = threading.Thread(target=self._close_loop, name="closer", daemon=True)
         self.closer.start()
 
@@ -121,8 +130,13 @@ class AggregateHandler(Handler):
             self.wake.set()
         return [(s, result.watermark_ms) for s in result.statuses]
 
+    def close(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.closer.join(timeout=5)
+
     def _close_loop(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             self.wake.wait(timeout=1.0)
             self.wake.clear()
             try:
@@ -213,60 +227,32 @@ class DriftHandler(Handler):
         return out[0] if out else ("", 202)
 
 
-ROLE = os.environ.get("MODELMONITOR_ROLE", "")
-_handler: Handler | None = None
-_lock = threading.Lock()
-
-
-def _build() -> Handler:
-    role = os.environ.get("MODELMONITOR_ROLE", "")
+def build_handler(role: str, cfg: Mapping[str, str]) -> Handler:
+    """The handler of a role, configured from ``cfg`` (the function's environment: the monitor
+    in MODELMONITOR_CONFIG and MODELMONITOR_BASELINE, REDIS_URL, K_SINK), warmed up so that
+    readiness means ready."""
     if role not in ROLES:
-        raise RuntimeError(f"MODELMONITOR_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
-    mon = Monitor.from_env()
+        raise ValueError(f"function role must be one of {', '.join(ROLES)}, got {role!r}")
+    mon = Monitor.from_config(cfg)
     mon.warm_up()
-    sink = Sink(os.environ.get("K_SINK"))
+    sink = Sink(cfg.get("K_SINK"), role)
     if role == "ingest":
         return IngestHandler(mon, sink)
     if role == "outlier":
         return OutlierHandler(mon, sink)
-    client = connect(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    client = connect(cfg.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                      socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
     if role == "aggregate":
         return AggregateHandler(mon, sink, client)
     return DriftHandler(mon, sink, client)
 
 
-def handler() -> Handler:
-    global _handler
-    if _handler is None:
-        with _lock:
-            if _handler is None:
-                _handler = _build()
-    return _handler
-
-
-def main(context):
-    request = getattr(context, "request", None)
-    if request is not None and request.method == "GET":
-        body, content_type = metrics.exposition()
-        return body, 200, {"Content-Type": content_type}
-    h = handler()
-    if request is not None and (request.content_length or 0) > MAX_BODY_BYTES:
-        return h.reject(f"body of {request.content_length} bytes is over the {MAX_BODY_BYTES}-byte limit", None)
-    event = getattr(context, "cloud_event", None)
-    if event is None:
-        raw = request.get_data()[:4096] if request is not None else b""
-        return h.reject("not a CloudEvent (binary or structured mode)", None, raw=raw)
+def respond(h: Handler, event: Event):
+    """``h.handle(event)`` with the refusals and outages turned into answers (see module doc)."""
     try:
-        event = wire.from_sdk(event)
-    except ValueError as exc:  # e.g. an empty ce-type the SDK let through
-        return h.reject(f"not a CloudEvent: {exc}", None, raw=request.get_data()[:4096] if request else b"")
-    try:
-        result = h.handle(event)
-        return wire.to_sdk(result) if isinstance(result, Event) else result
+        return h.handle(event)
     except Rejected as exc:
         return h.reject(exc.reason, event)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
-            redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, TimeoutError) as exc:
+    except UNAVAILABLE as exc:
         metrics.EVENTS_IN.labels(role=h.role, outcome="unavailable").inc()
         return json.dumps({"error": f"state store unavailable: {exc}"}), 503, {"Content-Type": "application/json"}

@@ -1,0 +1,4 @@
+"""ModelMonitor's aggregate function: `new()` is what func-python serves."""
+from .func import new
+
+__all__ = ["new"]

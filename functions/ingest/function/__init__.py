@@ -1,0 +1,4 @@
+"""ModelMonitor's ingest function: `new()` is what func-python serves."""
+from .func import new
+
+__all__ = ["new"]

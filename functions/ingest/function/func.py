@@ -1,0 +1,7 @@
+"""The ingest function instance; its logic is modelmonitor.runtime.function and modelmonitor.handlers."""
+from modelmonitor.runtime.function import MonitorFunction
+
+
+def new():
+    """A new instance of the ingest function (func-python calls start(cfg) before serving)."""
+    return MonitorFunction("ingest")

@@ -1,0 +1,135 @@
+"""The four functions as Knative Functions for the func-python middleware (``kn func`` python).
+
+Each ``functions/<role>/function/func.py`` defines ``new()`` returning a :class:`MonitorFunction`
+for its role; func-python's ``serve(new)`` (``func_python.cloudevent``) wraps it in its ASGI
+application on hypercorn: the request's CloudEvent is decoded (SDK 2.x) into ``scope["event"]``,
+``handle`` answers, ``/health/liveness`` and ``/health/readiness`` call ``alive`` and ``ready``,
+and the ASGI lifespan calls ``start(cfg)`` (cfg: a copy of the environment) and ``stop()``.
+
+Handlers block (Redis round trips, the group commit, POSTs to K_SINK), so they run on a pool of
+worker threads (``MODELMONITOR_THREADS``, default 16), never on the event loop; ingest and
+outlier are pure computation and run inline unless they refuse an event (the dead letter is a
+POST). Requests that are no CloudEvent never reach ``handle``: func-python answers them 400.
+
+Prometheus metrics: func-python routes every path but the health probes to ``handle``, so the
+metrics have their own port, ``MODELMONITOR_METRICS_PORT`` (unset: none), on
+``MODELMONITOR_METRICS_ADDRESS`` (default 0.0.0.0).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
+
+from modelmonitor.core.events import Event
+from modelmonitor.handlers import Rejected
+from modelmonitor.runtime import metrics, wire
+from modelmonitor.runtime.roles import DEFAULT_MAX_BODY_BYTES, ROLES, Handler, build_handler, respond
+
+log = logging.getLogger("modelmonitor")
+#: Roles whose handling is pure computation (no I/O unless an event is refused).
+INLINE_ROLES = ("ingest", "outlier")
+
+
+class MonitorFunction:
+    """A ModelMonitor function instance (what ``new()`` returns) for one role."""
+
+    def __init__(self, role: str):
+        if role not in ROLES:
+            raise ValueError(f"function role must be one of {', '.join(ROLES)}, got {role!r}")
+        self.role = role
+        self.handler: Handler | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
+
+    # -- lifecycle (func-python calls these) ---------------------------------------------------
+    def start(self, cfg: Mapping[str, str]) -> None:
+        """Load the monitor and connect, configured from ``cfg`` only. A failure here fails the
+        ASGI startup, so the process exits instead of serving a function that cannot work."""
+        self.max_body_bytes = int(cfg.get("MODELMONITOR_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+        self.executor = ThreadPoolExecutor(max_workers=int(cfg.get("MODELMONITOR_THREADS") or 16),
+                                           thread_name_prefix=f"mm-{self.role}")
+        port = cfg.get("MODELMONITOR_METRICS_PORT")
+        if port:
+            metrics.serve(int(port), cfg.get("MODELMONITOR_METRICS_ADDRESS") or "0.0.0.0")
+        self.handler = build_handler(self.role, cfg)
+        log.info("function %s ready (monitor %s)", self.role, self.handler.mon.name)
+
+    def stop(self) -> None:
+        if self.handler is not None:
+            self.handler.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+    def alive(self):
+        return True, "OK"
+
+    def ready(self):
+        if self.handler is None:
+            return False, "starting"
+        return True, "OK"
+
+    # -- requests ------------------------------------------------------------------------------
+    async def handle(self, scope, receive, send) -> None:
+        h = self.handler
+        if h is None:
+            await _send_plain(send, 503, {"error": "function is starting"})
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            await self._run(send, h.reject, f"body of {length} bytes is over the "
+                            f"{self.max_body_bytes}-byte limit", None)
+            return
+        try:
+            event = wire.from_sdk(scope["event"])
+        except wire.NotACloudEvent as err:
+            await self._run(send, h.reject, f"not a CloudEvent: {err}", None)
+            return
+        if self.role in INLINE_ROLES:
+            try:
+                result = h.handle(event)
+            except Rejected as exc:
+                await self._run(send, h.reject, exc.reason, event)
+                return
+            await _answer(send, result)
+            return
+        await self._run(send, respond, h, event)
+
+    async def _run(self, send, fn, *args) -> None:
+        loop = asyncio.get_running_loop()
+        await _answer(send, await loop.run_in_executor(self.executor, fn, *args))
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _answer(send, result) -> None:
+    """A handler's answer as the HTTP response: an Event is the binary-mode reply."""
+    if isinstance(result, Event):
+        await send.binary(wire.to_sdk(result))
+        return
+    body, status, *rest = result
+    headers = rest[0] if rest else {}
+    payload = body.encode() if isinstance(body, str) else bytes(body)
+    raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(payload)).encode()))
+    await send.http({"type": "http.response.start", "status": status, "headers": raw})
+    await send.http({"type": "http.response.body", "body": payload})
+
+
+async def _send_plain(send, status: int, doc: dict) -> None:
+    await _answer(send, (json.dumps(doc), status, {"Content-Type": "application/json"}))
+
+
+def new_for_role(role: str) -> MonitorFunction:
+    """What each function's ``new()`` returns."""
+    return MonitorFunction(role)
