@@ -26,8 +26,8 @@ from pathlib import Path
 
 import requests
 import yaml
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
+from modelmonitor.runtime.wire import to_binary
+from modelmonitor.core.events import Event
 
 from event_sink import EventSink
 from modelmonitor.core import events as ev
@@ -168,7 +168,7 @@ def _post_all(url: str, docs: list[dict]) -> None:
     """Every doc accepted (202); a refused or failed one is sent again (the logger's retry)."""
     session = requests.Session()
     for d in docs:
-        headers, body = to_binary(CloudEvent({k: v for k, v in d.items() if k != "data"}, d["data"]))
+        headers, body = to_binary(Event({k: v for k, v in d.items() if k != "data"}, d["data"]))
         for _ in range(100):
             try:
                 if session.post(url, data=body, headers=headers, timeout=10).status_code == 202:
@@ -263,7 +263,7 @@ def publish(url: str, type_: str, n: int) -> list[str]:
     ids = []
     session = requests.Session()
     for i in range(n):
-        event = CloudEvent({"type": type_, "source": "/tests/durable", "id": f"{type_}-{i}",
+        event = Event({"type": type_, "source": "/tests/durable", "id": f"{type_}-{i}",
                             "datacontenttype": "application/json"}, {"seq": i})
         headers, body = to_binary(event)
         assert session.post(url, data=body, headers=headers, timeout=10).status_code == 202

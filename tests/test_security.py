@@ -180,7 +180,7 @@ def test_function_logs_answers_and_metrics_never_contain_the_redis_password(tmp_
         server.start()                                                   # back, right password
         wait_until(lambda: post("aggregate", _instances(4, t0 + 30)) == 202, 30, 0.5, what="recovery")
         for role, p in procs.items():
-            bodies.append(session.get(p.url, timeout=5).text)            # metrics
+            bodies.append(session.get(p.metrics_url, timeout=5).text)    # metrics
     finally:
         for p in procs.values():
             p.stop()

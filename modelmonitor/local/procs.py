@@ -61,7 +61,7 @@ class FunctionProcess:
 
     def __init__(self, name: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
                  host: str = "127.0.0.1", port: int | None = None, *,
-                 ready_timeout: float = 20.0, log_file: str | os.PathLike | None = None,
+                 ready_timeout: float = 60.0, log_file: str | os.PathLike | None = None,
                  cwd: str | os.PathLike | None = None):
         self.name = name
         self.args = list(args)

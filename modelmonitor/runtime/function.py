@@ -53,7 +53,10 @@ class MonitorFunction:
                                            thread_name_prefix=f"mm-{self.role}")
         port = cfg.get("MODELMONITOR_METRICS_PORT")
         if port:
-            metrics.serve(int(port), cfg.get("MODELMONITOR_METRICS_ADDRESS") or "0.0.0.0")
+            try:
+                metrics.serve(int(port), cfg.get("MODELMONITOR_METRICS_ADDRESS") or "0.0.0.0")
+            except OSError as exc:  # metrics are no reason to refuse events
+                log.warning("metrics not served on port %s: %s", port, exc)
         self.handler = build_handler(self.role, cfg)
         log.info("function %s ready (monitor %s)", self.role, self.handler.mon.name)
 
