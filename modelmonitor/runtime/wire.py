@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.bindings.common import get_event_factory_for_version
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from dateutil.parser import isoparse
@@ -83,8 +84,8 @@ def to_sdk(event: Event) -> SdkEvent:
     data = event.data
     if data is not None and not isinstance(data, (dict, str, bytes, bytearray)):
         data = json.dumps(data).encode()
-    try:
-        return SdkEvent(attrs, data)
+    try:  # the event class of its specversion (SDK 2.x reads 0.3 events too)
+        return get_event_factory_for_version(str(attrs.get("specversion", "1.0")))(attrs, data)
     except Exception as err:  # CloudEventValidationError: a name or value the SDK refuses
         raise NotACloudEvent(str(err)) from None
 
