@@ -16,7 +16,7 @@ import yaml
 
 from modelmonitor.core import events
 
-from modelmonitor.cluster import render
+from modelmonitor.cluster import generated, render
 from modelmonitor.core.spec import SpecError, load_monitor, parse_monitor
 from schema_sources import manifest_errors
 
@@ -445,7 +445,7 @@ def test_strict_validation_rejects_typos():
 # ---------------------------------------------------------------------------------------------
 
 def test_eventing_dir_is_what_render_produces():
-    expected = render.eventing_files(EXAMPLE)
+    expected = generated.eventing_files(EXAMPLE)
     on_disk = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "eventing").glob("*.yaml")}
     assert set(on_disk) == set(expected), "run: python -m modelmonitor.cluster.render --write-eventing"
     for name, text in expected.items():
@@ -469,14 +469,14 @@ def test_eventing_dir_is_what_render_produces():
 def test_write_eventing_dir_removes_stale_files(tmp_path):
     (tmp_path / "old-monitor-triggers.yaml").write_text("stale")
     (tmp_path / "notes.txt").write_text("kept")
-    written = render.write_eventing_dir(EXAMPLE, tmp_path)
+    written = generated.write_eventing_dir(EXAMPLE, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == sorted(p.name for p in written)
     assert (tmp_path / "notes.txt").exists()
 
 
 def test_install_yaml_is_generated_and_valid():
     text = (ROOT / "operator" / "install.yaml").read_text(encoding="utf-8")
-    assert text == render.render_install(), "run: python -m modelmonitor.cluster.render --write-install"
+    assert text == generated.render_install(), "run: python -m modelmonitor.cluster.render --write-install"
     docs = list(yaml.safe_load_all(text))
     assert [d["kind"] for d in docs] == ["Namespace", "CustomResourceDefinition", "ServiceAccount",
                                          "ClusterRole", "ClusterRoleBinding", "Deployment"]
