@@ -26,13 +26,15 @@ from modelmonitor.handlers import (Aggregator, AlertState, Monitor, Rejected, de
                         wall_clock_ms)
 from modelmonitor.local.redis_server import connect
 from state.group_commit import GroupCommitter
+from state.store import ConflictError
 
 log = logging.getLogger("modelmonitor")
 ROLES = ("ingest", "outlier", "aggregate", "drift")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: Errors that mean "the state store is unavailable right now": HTTP 503, the broker retries.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
-               redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, TimeoutError)
+#: Any Redis error (down, out of memory, read-only replica, ...): the aggregate's atomic apply
+#: wrote nothing, so a retry is safe and nothing is lost.
+UNAVAILABLE = (redis.exceptions.RedisError, ConflictError, TimeoutError)
 
 
 class Sink:
