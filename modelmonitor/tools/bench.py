@@ -241,6 +241,10 @@ def run_bench(args) -> int:
         step("mergeBatched", bench_merge, rs.url, 100_000 if quick else 400_000, 10)
         step("mergeDurable", bench_merge, durable.url, 50_000 if quick else 200_000, 1)
         step("windowMemory", bench_window_memory, rs.url)
+        from modelmonitor.tools.bench_windows import bench_sliding_vs_tumbling, bench_windows
+        step("windowState", bench_windows, rs.url,
+             (1_000, 100_000) if quick else (1_000, 100_000, 1_000_000, 10_000_000))
+        step("slidingVsTumbling", bench_sliding_vs_tumbling, rs.url, 50_000 if quick else 200_000)
     with tempfile.TemporaryDirectory() as tmp:
         step("httpSteady", bench_http, 100, 10 if quick else 30, tmp)
         step("httpSaturation", bench_http, 600 if quick else 1000, 8 if quick else 20, tmp)
