@@ -196,24 +196,30 @@ class WindowStore:
 
     def _guess(self, requests: Sequence[PendingRequest]) -> list[str]:
         """The statuses the script will most likely find: no redelivery from before this batch,
-        and the watermark as last seen, moving as the batch goes (the script's own rule)."""
+        and the watermark as last seen, moving as the batch goes (the script's own rule, which
+        makes the watermark before request i ``max(W, max event time of fresh j < i - delay)``).
+        Only a guess: the script is the authority and answers with the real statuses."""
         d, s = self.duration_ms, self.slide_ms
-        w, max_t = self._w, self._max_t
+        low = -(1 << 62)
+        t = np.fromiter((int(r.event_time_ms) for r in requests), dtype=np.int64, count=len(requests))
         seen: set[str] = set()
-        out = []
-        for r in requests:
-            if r.dedup_key in seen:
-                out.append("dup")
-                continue
-            seen.add(r.dedup_key)
-            t = int(r.event_time_ms)
-            k0, k1 = (t - d) // s + 1, t // s
-            kf = k0 if w is None else max(k0, (w - d) // s + 1)
-            out.append("L" if kf > k1 else str(kf * s))
-            if max_t is None or t > max_t:
-                max_t = t
-                if w is None or t - self.delay_ms > w:
-                    w = t - self.delay_ms
+        dup = np.zeros(len(requests), dtype=bool)
+        if len({r.dedup_key for r in requests}) != len(requests):
+            for i, r in enumerate(requests):
+                dup[i] = r.dedup_key in seen
+                seen.add(r.dedup_key)
+        fresh_t = np.where(dup, low, t)
+        before = np.concatenate(([low], np.maximum.accumulate(fresh_t)[:-1]))
+        w0 = low if self._w is None else self._w
+        w = np.maximum(w0, np.where(before > low, before - self.delay_ms, low))
+        k0 = (t - d) // s + 1
+        k1 = t // s
+        kf = np.where(w > low, np.maximum(k0, (w - d) // s + 1), k0)
+        out = [str(x) for x in (kf * s).tolist()]
+        for i in np.flatnonzero(kf > k1).tolist():
+            out[i] = "L"
+        for i in np.flatnonzero(dup).tolist():
+            out[i] = "dup"
         return out
 
     def _partials(self, requests: Sequence[PendingRequest], statuses: Sequence[str]) -> list[tuple[str, bytes]]:
@@ -230,9 +236,11 @@ class WindowStore:
         if status == "dup":
             return "dup"
         t = int(r.event_time_ms)
+        k0 = (t - self.duration_ms) // self.slide_ms + 1
+        if status != "L" and int(status) == k0 * self.slide_ms:
+            return "ok"                        # on time for every window containing it
         first = t // self.slide_ms + 1 if status == "L" else int(status) // self.slide_ms
-        late = range((t - self.duration_ms) // self.slide_ms + 1, first)
-        return "late:" + ",".join(str(k * self.slide_ms) for k in late) if len(late) else "ok"
+        return "late:" + ",".join(str(k * self.slide_ms) for k in range(k0, first))
 
     def _compact_lists(self, suffixes: Sequence[str]) -> None:
         """Merge a list's first ``max_partials`` partials into one (compare-and-swap: if another
