@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import re
 import uuid
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
@@ -135,6 +136,42 @@ def source_for(monitor: str, role: str, namespace: str = "default") -> str:
     return f"/modelmonitor/{namespace}/{monitor}/{role}"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_safe(value: str) -> str:
+    """``value`` with every lone UTF-16 surrogate (what a JSON ``"\\ud800"`` escape decodes to)
+    replaced by U+FFFD, so that it encodes as UTF-8.
+
+    >>> text_safe("a\\ud800b")
+    'a\\ufffdb'
+    """
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def attributes_problem(attrs: Mapping[str, Any]) -> str | None:
+    """Why these CloudEvent attributes cannot be passed on, or None: type, source and id must be
+    non-empty strings; every value a string, integer or boolean (structured mode lets a client
+    put a number or an object where a string belongs) and every string valid UTF-8 text (no
+    lone surrogate), so that the event can be written as headers, as JSON and in a log.
+
+    >>> attributes_problem({"type": "t", "source": "s", "id": 7})
+    "attribute 'id' must be a non-empty string"
+    """
+    for key in ("type", "source", "id"):
+        if not isinstance(attrs.get(key), str) or not attrs[key]:
+            return f"attribute '{key}' must be a non-empty string"
+    for key, value in attrs.items():
+        if not isinstance(key, str) or _SURROGATE.search(key):
+            return f"attribute name {text_safe(str(key))[:64]!r} is not valid UTF-8 text"
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return f"attribute '{key}' is not valid UTF-8 text (it holds a lone surrogate)"
+        elif value is not None and not isinstance(value, (bool, int)):
+            return f"attribute '{key}' must be a string, not {type(value).__name__}"
+    return None
+
+
 def short_hash(*parts: str) -> str:
     """Stable 16-hex-digit digest of the parts (used in deterministic ids)."""
     h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8)
@@ -241,6 +278,35 @@ def to_json_line(event: Event, received_ms: int | None = None) -> str:
         doc[RECEIVED_AT] = int(received_ms)
     doc["data"] = event.data
     return json.dumps(doc, separators=(",", ":"), sort_keys=False, allow_nan=False)
+
+
+def to_record_line(event: Event, received_ms: int | None = None) -> str:
+    """One line of ``--events-out`` for any event the broker accepted: :func:`to_json_line`
+    when its data is strict JSON; otherwise the data goes in ``data_base64`` (the CloudEvents
+    JSON format's field for binary data): raw bytes as they are, and JSON data holding NaN or
+    Infinity (which strict JSON cannot write) as the JSON text with the tokens ``NaN``,
+    ``Infinity`` and ``-Infinity``, what Python's and most JSON parsers read back.
+
+    >>> to_record_line(Event({"type": "t", "source": "s", "id": "1"}, {"x": float("nan")}))
+    '{"type":"t","source":"s","id":"1","data_base64":"eyJ4IjogTmFOfQ=="}'
+    """
+    import base64
+    if not isinstance(event.data, (bytes, bytearray)):
+        try:
+            return to_json_line(event, received_ms)
+        except (ValueError, TypeError, RecursionError):
+            pass
+    doc = {k: v for k, v in event.get_attributes().items()}
+    if received_ms is not None:
+        doc[RECEIVED_AT] = int(received_ms)
+    data = event.data
+    if not isinstance(data, (bytes, bytearray)):
+        try:
+            data = json.dumps(data).encode()            # allow_nan: NaN, Infinity, -Infinity
+        except (ValueError, TypeError, RecursionError):   # not JSON at all: recorded as its type
+            data = f"<{type(data).__name__} that is not JSON>".encode()
+    doc["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def from_json_doc(doc: dict) -> Event:

@@ -357,7 +357,7 @@ class _Tensor:
             raise PayloadError(f"{where} lacks 'name' (a non-empty string)")
         where = f"{where} {name!r}"
         datatype = obj.get("datatype")
-        if datatype not in _V2_DATATYPE_SET:
+        if not isinstance(datatype, str) or datatype not in _V2_DATATYPE_SET:   # a list is unhashable
             if datatype is None:
                 raise PayloadError(f"{where} lacks 'datatype'")
             raise PayloadError(f"{where}: datatype {_show(datatype)} is not an Open Inference Protocol "

@@ -12,11 +12,12 @@ from modelmonitor.handlers.aggregate import Aggregator, dedup_key, redelivery_ho
 from modelmonitor.handlers.drift import AlertState, MemoryAlertState, measure
 from modelmonitor.handlers.ingest import Instances, event_time_ms, ingest, ingest_rows
 from modelmonitor.handlers.monitor import (MAX_DEAD_LETTER_DATA, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Layout, Monitor,
-                                           Rejected, check_event_time, check_instances, dead_letter, event_data,
+                                           Rejected, check_attributes, check_clock_skew,
+                                           check_event_time, check_instances, dead_letter, event_data,
                                            wall_clock_ms, window_info)
 from modelmonitor.handlers.outlier import outlier_event, outliers
 
 __all__ = ["Aggregator", "AlertState", "Instances", "Layout", "MAX_DEAD_LETTER_DATA", "MAX_EVENT_TIME_MS",
-           "MIN_EVENT_TIME_MS", "MemoryAlertState", "Monitor", "Rejected", "check_event_time", "check_instances",
+           "MIN_EVENT_TIME_MS", "MemoryAlertState", "Monitor", "Rejected", "check_attributes", "check_clock_skew", "check_event_time", "check_instances",
            "dead_letter", "dedup_key", "event_data", "event_time_ms", "ingest", "ingest_rows", "measure",
            "outlier_event", "outliers", "redelivery_horizon_ms", "wall_clock_ms", "window_info"]

@@ -132,13 +132,13 @@ class Aggregator:
                             delay_ms=w.watermark_delay_ms, codec=AggregateCodec(mon), **kwargs)
         return cls(mon, store, live=live)
 
-    def encode(self, event: Event) -> PendingRequest:
-        """Validate and pack one instances event (pure: no Redis)."""
-        data, layout = check_instances(self.mon, event)
-        skew = self.mon.spec.window.max_clock_skew_ms
-        if self.live and data["eventTimeMs"] - wall_clock_ms() > skew:
-            raise Rejected(f"data.eventTimeMs {data['eventTimeMs']} is more than maxClockSkew ({skew} ms) "
-                           f"ahead of this function's clock")
+    def encode(self, event: Event, now_ms: int | None = None) -> PendingRequest:
+        """Validate and pack one instances event (pure: no Redis). Live, an event time beyond
+        the function's clock (``now_ms``, else the wall clock) plus maxClockSkew is rejected:
+        it would move the watermark past every real instance to come."""
+        if now_ms is None and self.live:
+            now_ms = wall_clock_ms()
+        data, layout = check_instances(self.mon, event, now_ms if self.live else None)
         num = _pack_numeric_rows(data["instances"]) if not layout.categorical else None
         if num is not None:
             cat = b""

@@ -13,7 +13,8 @@ from modelmonitor.core.events import Event
 from modelmonitor.core.spec import MULTIVARIATE_DETECTORS
 from modelmonitor.detect.alert_policy import drift_ratios
 from modelmonitor.detect.drift import evaluate_alert, measure_drift, measure_multivariate, shown_scores
-from modelmonitor.handlers.monitor import (Monitor, Rejected, check_event_time, event_data)
+from modelmonitor.handlers.monitor import (Monitor, Rejected, check_attributes, check_clock_skew, check_event_time,
+                                           event_data)
 class AlertState:
     """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write."""
 
@@ -61,8 +62,21 @@ def _features_with_data(mon: Monitor, window_features: dict) -> int:
     return count
 
 
-def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]:
-    """``drift.measured`` for a closed window, plus ``drift.detected`` when the alert policy fires."""
+def _optional_time(data: dict, key: str) -> None:
+    v = data.get(key)
+    if v is not None:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise Rejected(f"data.{key} must be an integer")
+        check_event_time(v, f"data.{key}")
+
+
+def measure(mon: Monitor, event: Event, now_ms: int, alert_state, *, check_skew: bool = True) -> list[Event]:
+    """``drift.measured`` for a closed window, plus ``drift.detected`` when the alert policy fires.
+
+    Live (``check_skew``), a window ending more than maxClockSkew after ``now_ms`` is rejected:
+    the alert policy ignores every window ending before the last one it saw, so a forged window
+    from the future would silence every real alert to come."""
+    check_attributes(event)
     data = event_data(event, ev.WINDOW_CLOSED)
     if not isinstance(data.get("window"), dict) or not isinstance(data.get("features"), dict):
         raise Rejected("data must be a window.closed record with window and features")
@@ -74,6 +88,9 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state) -> list[Event]
         check_event_time(v, f"data.window.{key}")
     if window["endMs"] <= window["startMs"]:
         raise Rejected("data.window.endMs must be greater than data.window.startMs")
+    if check_skew:
+        check_clock_skew(mon, window["endMs"], now_ms, "data.window.endMs")
+    _optional_time(data, "closedAtMs")
     count = data.get("count", 0)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise Rejected("data.count must be a non-negative integer")

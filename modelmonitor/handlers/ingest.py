@@ -9,7 +9,7 @@ from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.payloads import PayloadError, parse_request, parse_response
-from modelmonitor.handlers.monitor import (Monitor, Rejected, check_event_time)
+from modelmonitor.handlers.monitor import (Monitor, Rejected, check_attributes, check_event_time)
 def event_time_ms(attrs, now_ms: int) -> int:
     t = attrs.get("time")
     if not t:
@@ -75,6 +75,7 @@ def ingest_rows(mon: Monitor, attrs, data, now_ms: int, *, check_skew: bool = Tr
 
 def ingest(mon: Monitor, event: Event, now_ms: int, *, check_skew: bool = True) -> Event | None:
     """A KServe logger event as an ``inference.instances`` event (or None, see ingest_rows)."""
+    check_attributes(event)
     inst = ingest_rows(mon, event, event.data, now_ms, check_skew=check_skew)
     if inst is None:
         return None

@@ -48,6 +48,24 @@ def check_event_time(t: int, what: str) -> int:
     return t
 
 
+def check_clock_skew(mon: "Monitor", t: int, now_ms: int | None, what: str) -> int:
+    """``t`` unless it lies more than ``spec.window.maxClockSkew`` ahead of ``now_ms`` (the
+    function's own clock; None in a replay, whose clock is event time): an event time that far
+    ahead would advance state (a watermark, the alert policy) past every real event to come."""
+    if now_ms is not None and t - now_ms > mon.spec.window.max_clock_skew_ms:
+        raise Rejected(f"{what} {ev.ms_to_rfc3339(t)} is {t - now_ms} ms ahead of this function's clock "
+                       f"(maxClockSkew {mon.spec.window.max_clock_skew_ms} ms)")
+    return t
+
+
+def check_attributes(event: Event) -> None:
+    """:class:`Rejected` unless the event's attributes are what any CloudEvent consumer can
+    handle (see :func:`~modelmonitor.core.events.attributes_problem`)."""
+    problem = ev.attributes_problem(event.get_attributes())
+    if problem:
+        raise Rejected(problem)
+
+
 @dataclass
 class Layout:
     """One row group (inputs or predictions): its features and where each type sits."""
@@ -142,8 +160,10 @@ def event_data(event: Event, expected_type: str) -> dict:
     return data
 
 
-def check_instances(mon: Monitor, event: Event) -> tuple[dict, Layout]:
-    """The data of an ``inference.instances`` event, checked against this monitor's layout."""
+def check_instances(mon: Monitor, event: Event, now_ms: int | None = None) -> tuple[dict, Layout]:
+    """The data of an ``inference.instances`` event, checked against this monitor's layout
+    (and, given the function's clock ``now_ms``, against ``maxClockSkew``)."""
+    check_attributes(event)
     data = event_data(event, ev.INSTANCES)
     kind = data.get("kind", "request")
     if kind not in ("request", "response"):
@@ -158,6 +178,7 @@ def check_instances(mon: Monitor, event: Event) -> tuple[dict, Layout]:
     if not isinstance(t, int) or isinstance(t, bool):
         raise Rejected("data.eventTimeMs must be an integer")
     check_event_time(t, "data.eventTimeMs")
+    check_clock_skew(mon, t, now_ms, "data.eventTimeMs")
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(layout.names):
             raise Rejected(f"data.instances[{i}] must be a list of {len(layout.names)} values")
@@ -178,10 +199,13 @@ def window_info(start_ms: int, end_ms: int) -> dict:
 # ----------------------------------------------------------------------------- dead letters
 def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = None,
                 raw: bytes | None = None, namespace: str = "default") -> Event:
-    """``event.rejected``: what was refused, by whom, and why (with the original, truncated)."""
+    """``event.rejected``: what was refused, by whom, and why (with the original, truncated).
+    Every string in it is valid UTF-8 (a lone surrogate becomes U+FFFD), so it can always be sent."""
+    reason = ev.text_safe(reason)
     if original is not None:
         # Attributes as strings (a structured-mode event may carry a number where a string belongs).
-        otype, osrc, oid = (None if original.get(k) is None else str(original.get(k)) for k in ("type", "source", "id"))
+        otype, osrc, oid = (None if original.get(k) is None else ev.text_safe(str(original.get(k))[:1024])
+                            for k in ("type", "source", "id"))
         body = original.data
         if isinstance(body, (dict, list)):
             try:
@@ -195,7 +219,7 @@ def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = 
     else:
         otype = osrc = oid = None
         body = (raw or b"").decode("utf-8", "replace")
-    body = str(body)
+    body = ev.text_safe(str(body))
     truncated = len(body) > MAX_DEAD_LETTER_DATA
     data = {"monitor": mon_name, "reason": reason, "role": role, "originalType": otype,
             "originalSource": osrc, "originalId": oid, "originalData": body[:MAX_DEAD_LETTER_DATA],

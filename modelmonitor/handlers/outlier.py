@@ -8,11 +8,13 @@ from modelmonitor.core.events import Event
 from modelmonitor.core import events as ev
 from modelmonitor.handlers.monitor import (Monitor, check_instances,
     _split)
-def outliers(mon: Monitor, event: Event, now_ms: int) -> Event | None:
-    """One ``outlier.detected`` event listing every flagged value of the request, or None."""
+def outliers(mon: Monitor, event: Event, now_ms: int, *, check_skew: bool = True) -> Event | None:
+    """One ``outlier.detected`` event listing every flagged value of the request, or None.
+    The whole event is validated (even with no detector), so every role answers the same
+    malformed instances event with the same 400."""
+    data, layout = check_instances(mon, event, now_ms if check_skew else None)
     if mon.outlier_detector is None:
         return None
-    data, layout = check_instances(mon, event)
     if data.get("kind", "request") != "request":
         return None
     numeric, categorical = _split(data["instances"], layout)

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from modelmonitor.core import events as ev
 from modelmonitor.core.events import Event
 from modelmonitor.runtime import wire
 
@@ -160,12 +161,15 @@ class KafkaIngress:
     each batch is published (a restart resumes there; at least once). With `group_id=None`
     every partition is read directly, without commits. `start_from` ("latest" as a new Knative
     Trigger, or "earliest") applies where no committed offset exists. Records that hold no
-    CloudEvent are logged and counted as `skipped`.
+    CloudEvent (or one whose attributes cannot be passed on) are logged, counted as `skipped`
+    and handed to `on_reject(reason, value)` (the local run publishes an `event.rejected` dead
+    letter with role `ingress`); the consumer goes on with the next record.
     """
 
     def __init__(self, bootstrap: str | Sequence[str], topic: str,
                  publish: Callable[[Event], Any], group_id: str | None = "modelmonitor",
                  *, start_from: str = "latest", poll_timeout: float = 0.2,
+                 on_reject: Callable[[str, bytes | None], Any] | None = None,
                  **consumer_config: Any):
         if start_from not in ("latest", "earliest"):
             raise ValueError(f"start_from must be 'latest' or 'earliest', got {start_from!r}")
@@ -175,6 +179,7 @@ class KafkaIngress:
         self.group_id = group_id
         self.start_from = start_from
         self.poll_timeout = poll_timeout
+        self.on_reject = on_reject
         self.consumer_config = consumer_config
         self._consumer = None
         self._thread: threading.Thread | None = None
@@ -240,7 +245,10 @@ class KafkaIngress:
                     for record in records:
                         self._handle(record)
                 if batches and self.group_id is not None:
-                    consumer.commit()
+                    try:
+                        consumer.commit()
+                    except Exception as err:   # e.g. a rebalance: the next batch's commit covers it
+                        log.warning("Kafka commit for topic %s failed (will commit later): %s", self.topic, err)
         except Exception:
             if not self._stop.is_set():
                 log.exception("Kafka ingress for topic %s stopped", self.topic)
@@ -254,10 +262,21 @@ class KafkaIngress:
         self._count("consumed")
         try:
             event = record_to_event(record.headers, record.key, record.value)
-        except ValueError as err:
+            problem = ev.attributes_problem(event.get_attributes())
+            if problem:
+                raise ValueError(problem)
+        except Exception as err:   # any malformed record: the SDK raises many types; never stop
             self._count("skipped")
+            reason = ev.text_safe(str(err) or type(err).__name__)
             log.warning("skipping record %s/%d@%d: %s", record.topic, record.partition,
-                        record.offset, err)
+                        record.offset, reason)
+            if self.on_reject is not None:
+                try:
+                    self.on_reject(f"Kafka record {record.topic}/{record.partition}@{record.offset}: {reason}",
+                                   record.value if isinstance(record.value, bytes) else None)
+                except Exception as exc:   # a dead letter that cannot be recorded must not stop the consumer
+                    log.warning("could not dead-letter record %s/%d@%d: %s", record.topic,
+                                record.partition, record.offset, exc)
             return
         try:
             self.publish(event)

@@ -113,12 +113,18 @@ class LocalRun:
     def _on_event(self, event: Event) -> None:
         if self._events_file is not None:
             received_ms = int(time.time() * 1000)   # wall clock: what the report's latencies use
-            line = ev.to_json_line(event, received_ms) if not isinstance(event.data, bytes) else None
-            if line is not None:
-                with self._events_lock:
-                    self._events_file.write(line + "\n")
+            line = ev.to_record_line(event, received_ms)
+            with self._events_lock:
+                self._events_file.write(line + "\n")
         if self.user_on_event is not None:
             self.user_on_event(event)
+
+    def _reject_record(self, reason: str, value: bytes | None) -> None:
+        """A Kafka record that holds no usable CloudEvent: an ``event.rejected`` dead letter
+        (role ``ingress``) on the broker, where the functions' dead letters go."""
+        from modelmonitor.handlers.monitor import dead_letter
+        self.broker.publish(dead_letter(self.spec.name, "ingress", reason, raw=value,
+                                        namespace=self.spec.namespace))
 
     def _print_alert(self, event: Event) -> None:
         """The console's alert Trigger: one line per drift.detected."""
@@ -192,7 +198,8 @@ class LocalRun:
         if self.kafka_bootstrap:
             from modelmonitor.local.kafka_bridge import KafkaIngress
             self.kafka_ingress = KafkaIngress(self.kafka_bootstrap, self.kafka_topic, self.broker.publish,
-                                              group_id=f"modelmonitor-{self.spec.name}").start()
+                                              group_id=f"modelmonitor-{self.spec.name}",
+                                              on_reject=self._reject_record).start()
         ping = render_ping_source(self.spec)
         self._ping_data = ping["spec"].get("data", json.dumps({"monitor": self.spec.name}))
         self._ticker = threading.Thread(target=self._tick_loop, name="pingsource", daemon=True)

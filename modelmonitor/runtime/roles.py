@@ -160,7 +160,7 @@ class AggregateHandler(Handler):
             self.wake.set()
             metrics.EVENTS_IN.labels(role=self.role, outcome="tick").inc()
             return "", 202
-        pending = self.aggregator.encode(event)
+        pending = self.aggregator.encode(event, wall_clock_ms())
         status, watermark = self.committer.submit(pending)
         if status == "dup":
             metrics.DEDUP_HITS.inc()

@@ -7,6 +7,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from modelmonitor.core import events as ev
 from modelmonitor.runtime import wire
 
 from modelmonitor.local.broker.errors import BrokerClosedError
@@ -18,7 +19,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelmonitor.local.broker")
 
 
+#: Seconds a client may take to send a request's line, headers or any part of its body (a slow
+#: or lying client: a Content-Length larger than what it sends) before the connection is closed.
+READ_TIMEOUT_S = 30.0
+#: What the broker answers to methods other than GET and POST, like Knative's broker ingress.
+NOT_ALLOWED = ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT")
+
+
 class BodyTooLarge(Exception):
+    pass
+
+
+class BadBody(ValueError):
+    """A request body that cannot be read as HTTP frames it (the message says why)."""
+
+
+class LengthRequired(Exception):
     pass
 
 
@@ -27,21 +43,26 @@ class IngressServer(ThreadingHTTPServer):
     # Bursts of logger connections should wait in the kernel, not be refused.
     request_queue_size = 256
 
-    def __init__(self, address, broker: "LocalBroker"):
+    def __init__(self, address, broker: "LocalBroker", read_timeout: float = READ_TIMEOUT_S):
         self.broker = broker
+        self.read_timeout = read_timeout
         super().__init__(address, _IngressHandler)
 
 
 class _IngressHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: loggers and functions reuse connections
     server_version = "modelmonitor-local-broker"
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout    # socket timeout for every read and write
+        super().setup()
     server: IngressServer
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("ingress %s - " + fmt, self.address_string(), *args)
 
     def _answer(self, status: int, text: str = "", close: bool = False) -> None:
-        payload = (text + "\n").encode() if text else b""
+        payload = (ev.text_safe(text) + "\n").encode() if text else b""
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
@@ -54,24 +75,64 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _read_body(self, limit: int) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, size = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                length = int(line.split(b";")[0].strip() or b"0", 16)
-                if length == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                size += length
-                if size > limit:
-                    raise BodyTooLarge(size)
-                chunks.append(self.rfile.read(length))
-                self.rfile.readline(1024)  # CRLF after the chunk
-        length = int(self.headers.get("Content-Length") or 0)
+        """The request body, at most ``limit`` bytes, plain or chunked; :class:`BadBody` for a
+        malformed frame, :class:`LengthRequired` for neither a length nor chunking."""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise BadBody(f"unsupported Transfer-Encoding {encoding[:64]!r}")
+            if self.headers.get("Content-Length") is not None:
+                raise BadBody("both Transfer-Encoding and Content-Length")   # RFC 9112 6.3: smuggling
+            return self._read_chunked(limit)
+        declared = self.headers.get_all("Content-Length") or []
+        if not declared:
+            raise LengthRequired()
+        if len(set(v.strip() for v in declared)) != 1 or not declared[0].strip().isdigit() \
+                or not declared[0].strip().isascii():
+            raise BadBody(f"invalid Content-Length {', '.join(declared)[:64]!r}")
+        length = int(declared[0])
         if length > limit:
             raise BodyTooLarge(length)
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) != length:
+            raise BadBody(f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks, size = [], 0
+        while True:
+            line = self.rfile.readline(1026)
+            if not line.endswith(b"\n"):
+                raise BadBody("chunk size line missing or too long")
+            digits = line.split(b";")[0].strip()
+            if not digits or len(digits) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in digits):
+                raise BadBody(f"invalid chunk size {digits[:20]!r}")   # also "-5", "+5", "0x5"
+            length = int(digits, 16)
+            if length == 0:
+                for _ in range(100):          # trailers, then the blank line
+                    trailer = self.rfile.readline(1026)
+                    if trailer in (b"\r\n", b"\n"):
+                        return b"".join(chunks)
+                    if not trailer.endswith(b"\n"):
+                        raise BadBody("chunked body ends without its final blank line")
+                raise BadBody("too many trailer fields")
+            size += length
+            if size > limit:
+                raise BodyTooLarge(size)
+            chunk = self.rfile.read(length)
+            if len(chunk) != length or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise BadBody("chunk shorter than its size or not followed by CRLF")
+            chunks.append(chunk)
+
+    def _not_allowed(self) -> None:
+        self.send_response(405)
+        self.send_header("Allow", "POST")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")   # whatever body came with it stays unread
+        self.close_connection = True
+        self.end_headers()
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_TRACE = do_CONNECT = _not_allowed
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
@@ -96,8 +157,22 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self._answer(413, f"body of {err.args[0]} bytes exceeds the broker's limit of "
                               f"{broker.max_body_bytes} bytes", close=True)
             return
-        except ValueError:
-            self._answer(400, "malformed chunked body", close=True)
+        except LengthRequired:
+            self._answer(411, "POST needs a Content-Length or a chunked body", close=True)
+            return
+        except BadBody as err:
+            broker._count("rejected")
+            self._answer(400, f"malformed body: {err}", close=True)
+            return
+        except TimeoutError:
+            # A slow client, or one that sent less than its Content-Length: answer, then close.
+            try:
+                self._answer(408, f"body not received within {self.server.read_timeout:g} s", close=True)
+            except OSError:
+                self.close_connection = True
+            return
+        except OSError:
+            self.close_connection = True    # the client went away: nobody to answer
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
@@ -107,13 +182,14 @@ class _IngressHandler(BaseHTTPRequestHandler):
                 if lacking:
                     raise ValueError(f"binary-mode event lacks header(s) {', '.join(lacking)}")
             event = wire.from_http(headers, body)
-            missing = [k for k in ("id", "source", "type") if not event.get(k)]
-            if missing:
-                raise ValueError(f"missing required attribute(s) {', '.join(missing)}")
-        except (ValueError, TypeError, KeyError,
-                UnicodeDecodeError, RecursionError) as err:   # RecursionError: JSON nested too deep
+            # Validated now, not when a delivery fails to encode it: nothing accepted is lost.
+            problem = ev.attributes_problem(event.get_attributes())
+            if problem:
+                raise ValueError(problem)
+        except (ValueError, TypeError, KeyError, AttributeError,
+                UnicodeError, RecursionError) as err:   # RecursionError: JSON nested too deep
             broker._count("rejected")
-            reason = str(err)
+            reason = ev.text_safe(str(err))
             # The SDK quotes the whole unparsable body in its message; do not echo megabytes.
             self._answer(400, "not a CloudEvent: " + (reason if len(reason) <= 300
                                                       else reason[:300] + "..."))

@@ -164,6 +164,6 @@ def drift_events(mon: Monitor, window_event, clock_ms: int, alerts) -> list:
     """What the drift function emits for a closed window: its measurements (and alert), or the
     dead letter it would send for a window it refuses (e.g. one starting before 1970)."""
     try:
-        return measure(mon, window_event, clock_ms, alerts)
+        return measure(mon, window_event, clock_ms, alerts, check_skew=False)
     except Rejected as exc:
         return [dead_letter(mon.name, "drift", exc.reason, original=window_event)]
