@@ -288,7 +288,7 @@ def to_record_line(event: Event, received_ms: int | None = None) -> str:
     ``Infinity`` and ``-Infinity``, what Python's and most JSON parsers read back.
 
     >>> to_record_line(Event({"type": "t", "source": "s", "id": "1"}, {"x": float("nan")}))
-    '{"type":"t","source":"s","id":"1","data_base64":"eyJ4IjogTmFOfQ=="}'
+    '{"type":"t","source":"s","id":"1","specversion":"1.0","data_base64":"eyJ4IjogTmFOfQ=="}'
     """
     import base64
     if not isinstance(event.data, (bytes, bytearray)):
