@@ -52,6 +52,9 @@ class IngressServer(ThreadingHTTPServer):
 class _IngressHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: loggers and functions reuse connections
     server_version = "modelmonitor-local-broker"
+    # Answers to unparsable request lines (HTTP/2.0, a bare "POST /") keep their status line
+    # (http.server's default, HTTP/0.9, would send only an HTML body).
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         self.timeout = self.server.read_timeout    # socket timeout for every read and write
