@@ -9,7 +9,8 @@ and the ASGI lifespan calls ``start(cfg)`` (cfg: a copy of the environment) and 
 Handlers block (Redis round trips, the group commit, POSTs to K_SINK), so they run on a pool of
 worker threads (``MODELMONITOR_THREADS``, default 16), never on the event loop; ingest and
 outlier are pure computation and run inline unless they refuse an event (the dead letter is a
-POST). Requests that are no CloudEvent never reach ``handle``: func-python answers them 400.
+POST). Requests that are no CloudEvent reach ``handle`` too (see :func:`install_lenient_decoding`),
+so that they get the same 400 with the reason and a dead letter as any other bad event.
 
 Prometheus metrics: func-python routes every path but the health probes to ``handle``, so the
 metrics have their own port, ``MODELMONITOR_METRICS_PORT`` (unset: none), on
@@ -33,6 +34,42 @@ log = logging.getLogger("modelmonitor")
 INLINE_ROLES = ("ingest", "outlier")
 
 
+class Undecodable:
+    """What ``scope["event"]`` holds for a request that is no CloudEvent: the reason and the body."""
+
+    def __init__(self, reason: str, body: bytes):
+        self.reason = reason
+        self.body = body
+
+
+def install_lenient_decoding() -> None:
+    """Make func-python's request decoding hand every request to ``handle``.
+
+    func-python decodes the CloudEvent before calling the function and answers 400 only for the
+    SDK's validation errors; anything else the SDK raises on hostile input (``"type": null`` in
+    structured mode, JSON nested too deeply) became a 500 (retried by the broker for ever), and
+    a header that is not UTF-8 broke its error path as well. Decoding never fails now: a request
+    that holds no CloudEvent becomes :class:`Undecodable`, which ``handle`` refuses like any other
+    bad event."""
+    import func_python.cloudevent as middleware
+    if getattr(middleware.decode_event, "modelmonitor_lenient", False):
+        return
+
+    async def decode_event(scope, receive):
+        body = await middleware.receive_body(receive)
+        try:
+            # surrogateescape: bytes that are not UTF-8 become lone surrogates, which the
+            # attribute check then names, instead of an exception here.
+            headers = {k.decode("utf-8", "surrogateescape").lower(): v.decode("utf-8", "surrogateescape")
+                       for k, v in scope.get("headers", [])}
+            return middleware.from_http_event(middleware.HTTPMessage(headers=headers, body=body))
+        except Exception as err:   # the SDK raises many unrelated types on malformed input
+            return Undecodable(str(err) or type(err).__name__, body)
+
+    decode_event.modelmonitor_lenient = True
+    middleware.decode_event = decode_event
+
+
 class MonitorFunction:
     """A ModelMonitor function instance (what ``new()`` returns) for one role."""
 
@@ -40,6 +77,7 @@ class MonitorFunction:
         if role not in ROLES:
             raise ValueError(f"function role must be one of {', '.join(ROLES)}, got {role!r}")
         self.role = role
+        install_lenient_decoding()
         self.handler: Handler | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.max_body_bytes = DEFAULT_MAX_BODY_BYTES
@@ -84,6 +122,10 @@ class MonitorFunction:
         if length is not None and length > self.max_body_bytes:
             await self._run(send, h.reject, f"body of {length} bytes is over the "
                             f"{self.max_body_bytes}-byte limit", None)
+            return
+        if isinstance(scope["event"], Undecodable):
+            await self._run(send, h.reject, f"not a CloudEvent: {scope['event'].reason}", None,
+                            scope["event"].body[:4096])
             return
         try:
             event = wire.from_sdk(scope["event"])
