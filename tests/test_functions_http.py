@@ -26,6 +26,7 @@ from modelmonitor.core.events import Event
 from modelmonitor.runtime.wire import from_http
 
 from event_sink import EventSink
+from live_stack import wait_until
 from modelmonitor.core import events as ev
 from modelmonitor.local.procs import FunctionProcess, start_all, stop_all
 from modelmonitor.local.redis_server import RedisServer
@@ -340,21 +341,25 @@ def test_ingest_rejects_bad_payloads_with_400_and_a_dead_letter(funcs, sink, cas
 
 
 def test_ingest_rejects_a_body_that_is_no_cloudevent(funcs, sink):
-    # func-python decodes the CloudEvent before the function runs: what is none (plain JSON, a
-    # binary event whose time is no timestamp) gets its 400 and never reaches the function, so
-    # no dead letter is possible. A Knative Trigger only ever delivers valid CloudEvents.
+    # func-python decodes the CloudEvent before the function runs; the function makes that
+    # decoding lenient, so what is none (plain JSON, a binary event whose time is no timestamp)
+    # still reaches the role: 400 with the reason and one dead letter each, like any bad event.
     before = len(sink.of_type(ev.DEAD_LETTER))
-    body = json.dumps({"instances": ROWS, "marker": str(uuid.uuid4())})
+    marker = str(uuid.uuid4())
+    body = json.dumps({"instances": ROWS, "marker": marker})
     resp = requests.post(funcs["ingest"].url, data=body, headers={"Content-Type": "application/json"},
                          timeout=10)
-    assert resp.status_code == 400 and "CloudEvent" in resp.text
+    assert resp.status_code == 400 and "CloudEvent" in resp.json()["error"]
     headers = {"ce-specversion": "1.0", "ce-type": ev.KSERVE_REQUEST, "ce-source": LOGGER_SOURCE,
                "ce-id": str(uuid.uuid4()), "ce-time": "yesterday", "content-type": "application/json"}
     resp = requests.post(funcs["ingest"].url, data=json.dumps({"instances": ROWS}), headers=headers, timeout=10)
-    assert resp.status_code == 400 and "CloudEvent" in resp.text
-    # The function still works, and sent no dead letter for either.
+    assert resp.status_code == 400 and "CloudEvent" in resp.json()["error"]
+    # The function still works, and sent one dead letter for each, with the body it got.
     assert post(funcs["ingest"].url, logger_event({"instances": ROWS})).status_code == 200
-    assert len(sink.of_type(ev.DEAD_LETTER)) == before
+    wait_until(lambda: len(sink.of_type(ev.DEAD_LETTER)) >= before + 2, 10, what="two dead letters")
+    dead = sink.of_type(ev.DEAD_LETTER)[before:]
+    assert len(dead) == 2 and all("not a CloudEvent" in d.data["reason"] for d in dead)
+    assert any(marker in d.data["originalData"] for d in dead)
 
 
 def test_ingest_rejects_event_time_beyond_max_clock_skew(funcs, sink):
