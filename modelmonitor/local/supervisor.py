@@ -8,7 +8,9 @@
   shorter here because a local restart takes about a second, not a pod schedule).
 * A liveness probe (`GET /health/liveness`) every `probe_period` seconds; after
   `failure_threshold` failures in a row (no answer within `probe_timeout`, or not 200) the
-  process is killed and restarted like one that exited.
+  process is killed and restarted like one that exited. As a Kubernetes startup probe does,
+  failures count only once the process has answered the probe since it (re)started, or once
+  `startup_deadline` seconds have passed: a process still importing under load is not killed.
 * Every restart is said on the console (the `modelmonitor.run` logger) and counted
   (`restarts`, exported as `modelmonitor_function_restarts_total` by run_metrics).
 
@@ -51,6 +53,7 @@ class _State:
     started_at: float = 0.0
     probe_failures: int = 0
     next_probe: float = 0.0
+    answered: bool = False      # liveness answered 200 since the last (re)start
 
 
 class Supervisor:
@@ -59,7 +62,7 @@ class Supervisor:
     def __init__(self, processes: Iterable[FunctionProcess], *, first_delay: float = FIRST_DELAY,
                  max_delay: float = MAX_DELAY, stable_after: float = 60.0,
                  probe_period: float = 5.0, probe_timeout: float = 5.0,
-                 failure_threshold: int = 3, poll: float = 0.1,
+                 failure_threshold: int = 3, poll: float = 0.1, startup_deadline: float = 60.0,
                  on_restart: Callable[[FunctionProcess], None] | None = None):
         self.processes = list(processes)
         self.first_delay = first_delay
@@ -68,6 +71,7 @@ class Supervisor:
         self.probe_period = probe_period
         self.probe_timeout = probe_timeout
         self.failure_threshold = failure_threshold
+        self.startup_deadline = startup_deadline
         self.poll = poll
         self.on_restart = on_restart
         now = time.monotonic()
@@ -129,6 +133,7 @@ class Supervisor:
         st.restarts += 1
         st.started_at = now
         st.probe_failures = 0
+        st.answered = False
         st.next_probe = now + self.probe_period
         proc.start(wait=False)
         log.warning("function %s restarted (pid %s, restart %d)", proc.name, proc.pid, st.restarts)
@@ -147,9 +152,11 @@ class Supervisor:
                 ok, why = False, str(getattr(err, "reason", err))
             if ok or not proc.running or self._stop.is_set():
                 st.probe_failures = 0
+                st.answered = st.answered or ok
                 return
-            # A process still starting has not opened its port yet: not a failure.
-            if time.monotonic() - st.started_at < self.probe_period:
+            # A process still starting (never answered since its start, within the startup
+            # deadline) has not opened its port yet: not a failure.
+            if not st.answered and time.monotonic() - st.started_at < self.startup_deadline:
                 return
             st.probe_failures += 1
             if st.probe_failures >= self.failure_threshold:
