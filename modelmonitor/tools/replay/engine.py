@@ -49,7 +49,7 @@ class ColumnarReplay:
         params = WindowStore(_NoRedis(), mon.name, duration_ms=self.d, slide_ms=self.s, delay_ms=self.delay)
         self.bucket_ms, self.n_buckets = params.dedup_bucket_ms, params.dedup_buckets
         self.windows = WindowBuffers(mon)
-        self.aggregator = Aggregator(mon, self.windows)
+        self.aggregator = Aggregator(mon, self.windows, live=False)  # a replay has no wall clock
         self.alerts = JsonAlertState()
         self.late_events = mon.spec.late_events
         self.clock = 0

@@ -22,7 +22,7 @@ class PerEventReplay:
         self.client = client
         self.out = out
         self.stats = stats
-        self.aggregator = Aggregator.for_client(mon, client)
+        self.aggregator = Aggregator.for_client(mon, client, live=False)  # a replay has no wall clock
         self.aggregator.token = replica
         self.alerts = AlertState(client, mon.name)
         self.clock = 0
