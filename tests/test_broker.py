@@ -608,3 +608,20 @@ def test_delivery_timeout_counts_as_a_failure(funcs, make_broker):
     dead = records_for(funcs.rec("replier"), {ev["id"]})
     assert len(dead) == 1 and dead[0]["attrs"]["knativeerrorcode"] == "0"
     assert "Timeout" in base64.b64decode(dead[0]["attrs"]["knativeerrordata"]).decode()
+
+
+def test_ingress_answers_an_event_dated_year_one_without_dropping_the_connection():
+    """Found by the fuzz test: ce- headers without ce-specversion, dated 0001-01-01, were accepted
+    and then failed to encode (the year written as '1'), closing the connection unanswered."""
+    import requests
+    from modelmonitor.local.broker import LocalBroker
+    broker = LocalBroker([], max_body_bytes=1 << 20).start()
+    try:
+        headers = {"ce-type": "org.kubeflow.serving.inference.request", "ce-source": "http://localhost:9081/",
+                   "ce-time": "0001-01-01T00:00:00Z", "content-type": "application/json"}
+        for _ in range(2):
+            resp = requests.post(broker.url, data=b"", headers=headers, timeout=10)
+            assert resp.status_code in (202, 400), resp.status_code
+        assert broker.stats()["accepted"] == (2 if resp.status_code == 202 else 0)
+    finally:
+        broker.stop()

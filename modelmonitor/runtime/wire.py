@@ -52,10 +52,13 @@ def format_time(value: _dt.datetime) -> str:
 
     >>> format_time(_dt.datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=_dt.timezone.utc))
     '2026-01-01T00:00:00.123Z'
+    >>> format_time(_dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc))   # four-digit year, as RFC 3339 wants
+    '0001-01-01T00:00:00.000Z'
     """
     if value.tzinfo is not None and value.utcoffset() == _dt.timedelta(0):
         frac = f".{value.microsecond // 1000:03d}" if value.microsecond % 1000 == 0 else f".{value.microsecond:06d}"
-        return value.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+        # Not strftime("%Y"): glibc writes year 1 as "1", which no RFC 3339 parser reads back.
+        return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}" + frac + "Z"
     return value.isoformat()
 
 

@@ -189,6 +189,10 @@ class _IngressHandler(BaseHTTPRequestHandler):
             problem = ev.attributes_problem(event.get_attributes())
             if problem:
                 raise ValueError(problem)
+            # Kept in wire form: a binary-mode request as it came, a structured one converted
+            # once (inside the check: an event that cannot be encoded is refused, not dropped).
+            wire_form = (binary_headers(headers), body) if "ce-specversion" in headers \
+                else to_binary_http(event)
         except (ValueError, TypeError, KeyError, AttributeError,
                 UnicodeError, RecursionError) as err:   # RecursionError: JSON nested too deep
             broker._count("rejected")
@@ -197,9 +201,6 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self._answer(400, "not a CloudEvent: " + (reason if len(reason) <= 300
                                                       else reason[:300] + "..."))
             return
-        # Kept in wire form: a binary-mode request as it came, a structured one converted once.
-        wire_form = (binary_headers(headers), body) if "ce-specversion" in headers \
-            else to_binary_http(event)
         try:
             broker._accept(wire_form, event)
         except BrokerClosedError as err:
