@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelmonitor.core import payloads
+from modelmonitor.core import payload_rows, payload_tensors, payloads
 from modelmonitor.core.payloads import PayloadError, parse_request, parse_response, split_columns
 from modelmonitor.core.spec import Feature
 
@@ -33,7 +33,9 @@ def tensor(name, shape, datatype, data, **extra):
 
 
 def test_module_docstring_examples_run():
-    assert doctest.testmod(payloads).failed == 0
+    for module in (payloads, payload_rows, payload_tensors):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------

@@ -629,3 +629,11 @@ def test_gitops_output_reads_like_a_hand_written_manifest():
     cm = docs[0]
     with open(EXAMPLE.parent / "baseline.json") as fh:
         assert json.loads(cm["data"]["baseline.json"]) == json.load(fh)
+
+
+def test_module_docstring_examples_run():
+    import doctest
+    from modelmonitor.cluster import manifest_common, wiring
+    for module in (render, wiring, manifest_common):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -1,7 +1,7 @@
 """The repository's generated files: `eventing/` (the Iris example's Broker, Triggers, PingSource
 and KafkaSinks, also read by the local broker) and `operator/install.yaml`, both rendered by
-:mod:`modelmonitor.cluster.render`'s functions; `python -m modelmonitor.cluster.render
---write-eventing / --write-install` regenerate them and a test checks they are current.
+the functions of :mod:`modelmonitor.cluster.render` and :mod:`modelmonitor.cluster.wiring`;
+`python -m modelmonitor.cluster.render --write-eventing / --write-install` regenerate them and a test checks they are current.
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from modelmonitor.cluster.render import (DEFAULT_IMAGE, EVENTING_DIR, EXAMPLE_MONITOR, LABEL_PART_OF, MANAGER,
-                                         OPERATOR_IMAGE, OPERATOR_NAMESPACE, REPO_ROOT, dump_yaml, render,
-                                         render_alert_subscription, render_broker, render_wiring, sorted_deep)
+from modelmonitor.cluster.manifest_common import (DEFAULT_IMAGE, EVENTING_DIR, EXAMPLE_MONITOR, LABEL_PART_OF,
+                                                  MANAGER, OPERATOR_IMAGE, OPERATOR_NAMESPACE, REPO_ROOT, sorted_deep)
+from modelmonitor.cluster.render import dump_yaml
+from modelmonitor.cluster.wiring import render_alert_subscription, render_broker, render_wiring
 from modelmonitor.core.spec import load_monitor, parse_monitor
 
 

@@ -1,9 +1,11 @@
 """Kubernetes manifests of a ModelMonitor: what the operator applies and `modelmonitor render` prints.
 
 Each function role runs its own image, built from ``functions/<role>/`` (a Knative Functions
-project on the func-python runtime): ``DEFAULT_IMAGE`` names them with ``{role}``. Everything a monitor needs on a cluster is rendered here, in a fixed
-order: the ``<monitor>-config`` ConfigMap, the Knative Services, the Triggers, the PingSource
-and the KafkaSinks. The same functions feed the operator (:mod:`modelmonitor.cluster.reconcile`), the
+project on the func-python runtime): ``DEFAULT_IMAGE`` names them with ``{role}``. Everything a
+monitor needs on a cluster is rendered here, in a fixed order: the ``<monitor>-config``
+ConfigMap, the Knative Services, then the wiring (Triggers, PingSource, KafkaSinks:
+:mod:`modelmonitor.cluster.wiring`); names shared by all objects are in
+:mod:`modelmonitor.cluster.manifest_common`. The same functions feed the operator (:mod:`modelmonitor.cluster.reconcile`), the
 ``render`` command, the generated ``eventing/`` directory and ``operator/install.yaml``, so
 the four never disagree.
 
@@ -21,204 +23,27 @@ import argparse
 import copy
 import json
 import sys
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 
 from modelmonitor.cluster.gitops import dump_manifests, gitops_header, readable_json
+from modelmonitor.cluster.manifest_common import (AUTOSCALING_ANNOTATIONS, BASELINE_PATH, CONFIG_DIR, CONFIG_PATH,
+                                                  CONFIGMAP_LIMIT, DEFAULT_IMAGE, DEFAULT_REDIS_SECRET,
+                                                  DEFAULT_RESOURCES, EVENTING_API, KAFKA_SINK_API, LABEL_MANAGED_BY,
+                                                  LABEL_MONITOR, MANAGER, MAX_MONITOR_NAME, REPO_ROOT, ROLES,
+                                                  SERVING_API, SOURCES_API, broker_url, child_selector, labels_for,
+                                                  object_meta, owner_reference, sorted_deep)
+from modelmonitor.cluster.wiring import render_wiring, roles_for
+from modelmonitor.core.spec import API_VERSION, KIND, MonitorSpec, SpecError, load_monitor
 
-from modelmonitor.core import events
-from modelmonitor.core.spec import API_VERSION, KIND, MonitorSpec, SpecError, load_monitor, parse_monitor
-
-#: Function images, one per role (each built from functions/<role>/ by `kn func build`); "{role}"
-#: in an image name is replaced by the role.
-DEFAULT_IMAGE = "ghcr.io/modelmonitor/modelmonitor-{role}:0.1.0"
-OPERATOR_IMAGE = "ghcr.io/modelmonitor/modelmonitor-operator:0.1.0"
-OPERATOR_NAMESPACE = "modelmonitor-system"
-ROLES = ("ingest", "outlier", "aggregate", "drift")
-
-CONFIG_DIR = "/etc/modelmonitor"
-CONFIG_PATH = f"{CONFIG_DIR}/monitor.yaml"
-BASELINE_PATH = f"{CONFIG_DIR}/baseline.json"
-BROKER_INGRESS = "http://kafka-broker-ingress.knative-eventing.svc.cluster.local"
-DEFAULT_REDIS_SECRET = {"name": "modelmonitor-redis", "key": "url"}
-PING_SCHEDULE = "*/5 * * * * *"  # 6-field cron with seconds: Knative Eventing >= 1.13
-
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MONITOR = "monitoring.modelmonitor.io/monitor"
-MANAGER = "modelmonitor"
-ORDERED_DELIVERY = "kafka.eventing.knative.dev/delivery.order"
-
-SERVING_API = "serving.knative.dev/v1"
-EVENTING_API = "eventing.knative.dev/v1"
-SOURCES_API = "sources.knative.dev/v1"
-KAFKA_SINK_API = "eventing.knative.dev/v1alpha1"
-
-DEFAULT_DELIVERY = {"retry": 5, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"}
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "100m", "memory": "128Mi"},
-    "limits": {"cpu": "1", "memory": "512Mi"},
-}
-# spec.functions.<role> key -> Knative revision annotation.
-AUTOSCALING_ANNOTATIONS = {
-    "minScale": "autoscaling.knative.dev/min-scale",
-    "maxScale": "autoscaling.knative.dev/max-scale",
-    "target": "autoscaling.knative.dev/target",
-    "metric": "autoscaling.knative.dev/metric",
-}
-# A Knative Service name becomes `<name>-00001` revisions (DNS labels of at most 63
-# characters), so `<monitor>-aggregate` may have at most 57: the monitor name at most 47.
-MAX_MONITOR_NAME = 63 - len("-00001") - len("-aggregate")
-CONFIGMAP_LIMIT = 1024 * 1024  # bytes of data a ConfigMap may hold
-
-KIND_ORDER = ("ConfigMap", "Service", "Trigger", "PingSource", "KafkaSink")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_MONITOR = REPO_ROOT / "examples" / "iris" / "monitor.yaml"
-EVENTING_DIR = REPO_ROOT / "eventing"
-ALERT_RECEIVER = "http://127.0.0.1:9999/alerts"
-
-
-# ---------------------------------------------------------------------------------------------
-# Small shared pieces
-# ---------------------------------------------------------------------------------------------
-
-def broker_url(namespace: str, broker: str) -> str:
-    """The Kafka broker ingress URL: where the KServe logger sends and K_SINK points.
-
-    >>> broker_url("ns", "default")
-    'http://kafka-broker-ingress.knative-eventing.svc.cluster.local/ns/default'
-    """
-    return f"{BROKER_INGRESS}/{namespace}/{broker}"
-
-
-def labels_for(monitor: str, component: str) -> dict[str, str]:
-    """The labels every rendered object carries (the operator lists its children by them).
-
-    >>> labels_for("iris", "ingest")["monitoring.modelmonitor.io/monitor"]
-    'iris'
-    """
-    return {
-        LABEL_MANAGED_BY: MANAGER,
-        LABEL_PART_OF: MANAGER,
-        LABEL_MONITOR: monitor,
-        LABEL_COMPONENT: component,
-    }
-
-
-def child_selector(monitor: str) -> str:
-    """Label selector matching the children of one monitor.
-
-    >>> child_selector("iris")
-    'app.kubernetes.io/managed-by=modelmonitor,monitoring.modelmonitor.io/monitor=iris'
-    """
-    return f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_MONITOR}={monitor}"
-
-
-def owner_reference(name: str, uid: str) -> dict:
-    """The ownerReference that lets Kubernetes garbage-collect children with their monitor."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def sorted_deep(value: Any) -> Any:
-    """A copy with every mapping's keys sorted, so dumps and comparisons are stable.
-
-    >>> list(sorted_deep({"b": 1, "a": {"d": 2, "c": 3}})["a"])
-    ['c', 'd']
-    """
-    if isinstance(value, dict):
-        return {k: sorted_deep(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [sorted_deep(v) for v in value]
-    return value
-
-
-def _meta(spec: MonitorSpec, name: str, component: str, owner_uid: str | None,
-          namespace: str | None = None, annotations: dict | None = None) -> dict:
-    meta: dict = {"name": name, "namespace": namespace or spec.namespace,
-                  "labels": labels_for(spec.name, component)}
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    if owner_uid:
-        meta["ownerReferences"] = [owner_reference(spec.name, owner_uid)]
-    return meta
-
-
-# ---------------------------------------------------------------------------------------------
-# Which pieces a monitor needs
-# ---------------------------------------------------------------------------------------------
-
-def outliers_wired(spec: MonitorSpec) -> bool:
-    """The outlier function runs only when some rule is on and there is a baseline to test against."""
-    return spec.outliers.enabled and spec.baseline_ref is not None
-
-
-def roles_for(spec: MonitorSpec) -> list[str]:
-    """Roles that get a Knative Service: a function nobody delivers to is not deployed.
-
-    >>> from modelmonitor.core.spec import parse_monitor
-    >>> roles_for(parse_monitor({"metadata": {"name": "m"}, "spec": {
-    ...     "schema": {"features": ["x"]}, "baseline": {"file": "/b.json"},
-    ...     "drift": {"psi": {}}}}))
-    ['ingest', 'outlier', 'aggregate', 'drift']
-    """
-    roles = ["ingest"]
-    if outliers_wired(spec):
-        roles.append("outlier")
-    roles.append("aggregate")
-    if spec.drift:
-        roles.append("drift")
-    return roles
-
-
-def kafka_topics(spec: MonitorSpec) -> dict[str, str]:
-    """Configured analysis topics in stats, outliers, drift order ({} without spec.sinks.kafka)."""
-    kafka = (spec.sinks or {}).get("kafka") or {}
-    topics = kafka.get("topics") or {}
-    return {key: topics[key] for key in ("stats", "outliers", "drift") if key in topics}
-
-
-def _bootstrap_servers(spec: MonitorSpec) -> list[str]:
-    raw = spec.sinks["kafka"]["bootstrapServers"]
-    return [part.strip() for part in raw.split(",") if part.strip()]
-
-
-def dead_letter_sink(spec: MonitorSpec) -> dict | None:
-    """Where Triggers send events they gave up on.
-
-    spec.deadLetterSink when set; else the monitor's own `<m>-deadletter` KafkaSink when Kafka
-    sinks are configured; else None: after the retries the broker drops the event (and logs it).
-
-    >>> from modelmonitor.core.spec import parse_monitor
-    >>> dead_letter_sink(parse_monitor({"metadata": {"name": "m"}, "spec": {"schema": {"features": ["x"]},
-    ...     "sinks": {"kafka": {"bootstrapServers": "k:9092", "topics": {"stats": "s"}}}}}))["ref"]["name"]
-    'm-deadletter'
-    """
-    if spec.dead_letter_sink:
-        return copy.deepcopy(spec.dead_letter_sink)
-    if kafka_topics(spec):
-        return {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink", "name": f"{spec.name}-deadletter"}}
-    return None
-
-
-def delivery_for(spec: MonitorSpec) -> dict:
-    """Trigger delivery: spec.delivery over the defaults, plus the dead-letter sink.
-
-    >>> from modelmonitor.core.spec import parse_monitor
-    >>> delivery_for(parse_monitor({"metadata": {"name": "m"}, "spec": {
-    ...     "schema": {"features": ["x"]}, "delivery": {"retry": 2}}}))
-    {'backoffDelay': 'PT0.2S', 'backoffPolicy': 'exponential', 'retry': 2}
-    """
-    delivery = dict(DEFAULT_DELIVERY)
-    delivery.update({k: v for k, v in (spec.delivery or {}).items() if v is not None})
-    dls = dead_letter_sink(spec)
-    if dls:
-        delivery["deadLetterSink"] = dls
-    return {k: delivery[k] for k in sorted(delivery)}
-
+#: Names other modules (operator, reconcile, k8s_apply, tests) read as ``render.<name>``; they are
+#: defined in manifest_common and wiring.
+__all__ = ["render", "render_yaml", "render_monitor_file", "render_config_map", "render_service", "dump_yaml",
+           "check_renderable", "baseline_document", "config_monitor_document", "function_env", "image_for",
+           "DEFAULT_IMAGE", "DEFAULT_RESOURCES", "EVENTING_API", "KAFKA_SINK_API", "LABEL_MANAGED_BY",
+           "LABEL_MONITOR", "MANAGER", "ROLES", "SERVING_API", "SOURCES_API", "broker_url", "child_selector",
+           "labels_for", "owner_reference", "sorted_deep", "render_wiring", "roles_for"]
 
 # ---------------------------------------------------------------------------------------------
 # ConfigMap: monitor.yaml + baseline.json
@@ -274,7 +99,7 @@ def render_config_map(spec: MonitorSpec, owner_uid: str | None = None,
         raise SpecError("spec.baseline", f"monitor and baseline take {size} bytes, more than a ConfigMap holds "
                         f"({CONFIGMAP_LIMIT}); keep the baseline in its own ConfigMap (configMapRef)")
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": _meta(spec, f"{spec.name}-config", "config", owner_uid), "data": data}
+            "metadata": object_meta(spec, f"{spec.name}-config", "config", owner_uid), "data": data}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,95 +185,10 @@ def render_service(spec: MonitorSpec, role: str, image: str = DEFAULT_IMAGE,
     if cfg.get("concurrency") is not None:
         pod["containerConcurrency"] = cfg["concurrency"]
     return {"apiVersion": SERVING_API, "kind": "Service",
-            "metadata": _meta(spec, f"{spec.name}-{role}", role, owner_uid),
+            "metadata": object_meta(spec, f"{spec.name}-{role}", role, owner_uid),
             "spec": {"template": {"metadata": template_meta, "spec": pod}}}
 
 
-# ---------------------------------------------------------------------------------------------
-# Triggers, PingSource, KafkaSinks (the wiring)
-# ---------------------------------------------------------------------------------------------
-
-def _trigger(spec: MonitorSpec, name: str, component: str, attributes: dict, subscriber: dict,
-             owner_uid: str | None, annotations: dict | None = None) -> dict:
-    return {"apiVersion": EVENTING_API, "kind": "Trigger",
-            "metadata": _meta(spec, name, component, owner_uid, annotations=annotations),
-            "spec": {"broker": spec.broker, "filter": {"attributes": dict(attributes)},
-                     "subscriber": subscriber, "delivery": delivery_for(spec)}}
-
-
-def _service_ref(spec: MonitorSpec, role: str) -> dict:
-    return {"ref": {"apiVersion": SERVING_API, "kind": "Service", "name": f"{spec.name}-{role}"}}
-
-
-def render_triggers(spec: MonitorSpec, owner_uid: str | None = None) -> list[dict]:
-    """Triggers in a fixed order: function subscriptions first, then the Kafka sink ones.
-
-    Filters are exact: each function sees only its monitor's events of the types it handles,
-    and none of them matches a type the subscriber itself emits (no reply loops).
-    """
-    m = spec.name
-    mine = {"monitor": m}
-    out = [_trigger(spec, f"{m}-ingest-request", "ingest",
-                    {"type": events.KSERVE_REQUEST, "inferenceservicename": spec.inference_service},
-                    _service_ref(spec, "ingest"), owner_uid)]
-    if spec.predictions:
-        out.append(_trigger(spec, f"{m}-ingest-response", "ingest",
-                            {"type": events.KSERVE_RESPONSE, "inferenceservicename": spec.inference_service},
-                            _service_ref(spec, "ingest"), owner_uid))
-    if outliers_wired(spec):
-        out.append(_trigger(spec, f"{m}-outlier", "outlier", {"type": events.INSTANCES, **mine},
-                            _service_ref(spec, "outlier"), owner_uid))
-    # Ordered (per Kafka partition): a retried event holds back the ones behind it instead of
-    # arriving after them, so broker retries (e.g. while Redis is away) do not make instances
-    # late. Several partitions still reach the aggregator concurrently and share a group commit.
-    out.append(_trigger(spec, f"{m}-aggregate", "aggregate", {"type": events.INSTANCES, **mine},
-                        _service_ref(spec, "aggregate"), owner_uid,
-                        annotations={ORDERED_DELIVERY: "ordered"}))
-    out.append(_trigger(spec, f"{m}-aggregate-tick", "aggregate", {"type": events.PING, **mine},
-                        _service_ref(spec, "aggregate"), owner_uid))
-    if spec.drift:
-        # Ordered: the alert policy counts *consecutive* windows, so windows arrive in order.
-        out.append(_trigger(spec, f"{m}-drift", "drift", {"type": events.WINDOW_CLOSED, **mine},
-                            _service_ref(spec, "drift"), owner_uid, annotations={ORDERED_DELIVERY: "ordered"}))
-    sink_types = {"stats": events.WINDOW_CLOSED, "outliers": events.OUTLIER_DETECTED,
-                  "drift": events.DRIFT_MEASURED}
-    for key in kafka_topics(spec):
-        out.append(_trigger(spec, f"{m}-sink-{key}", "sink", {"type": sink_types[key], **mine},
-                            {"ref": {"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink", "name": f"{m}-{key}"}},
-                            owner_uid))
-    return out
-
-
-def render_ping_source(spec: MonitorSpec, owner_uid: str | None = None) -> dict:
-    """PingSource `<m>-tick`: every 5 s a tick lets the aggregator close windows of idle streams."""
-    return {"apiVersion": SOURCES_API, "kind": "PingSource",
-            "metadata": _meta(spec, f"{spec.name}-tick", "aggregate", owner_uid),
-            "spec": {"schedule": PING_SCHEDULE, "contentType": "application/json",
-                     "data": json.dumps({"monitor": spec.name}),
-                     "ceOverrides": {"extensions": {"monitor": spec.name}},
-                     "sink": {"ref": {"apiVersion": EVENTING_API, "kind": "Broker", "name": spec.broker}}}}
-
-
-def render_kafka_sinks(spec: MonitorSpec, owner_uid: str | None = None) -> list[dict]:
-    """One KafkaSink per configured topic, and `<m>-deadletter` when it is the dead-letter sink."""
-    topics = kafka_topics(spec)
-    if not topics:
-        return []
-    servers = _bootstrap_servers(spec)
-    sinks = [(f"{spec.name}-{key}", topic, "sink") for key, topic in topics.items()]
-    if not spec.dead_letter_sink:
-        sinks.append((f"{spec.name}-deadletter", f"{spec.name}-deadletter", "deadletter"))
-    return [{"apiVersion": KAFKA_SINK_API, "kind": "KafkaSink",
-             "metadata": _meta(spec, name, component, owner_uid),
-             "spec": {"topic": topic, "bootstrapServers": list(servers), "contentMode": "structured"}}
-            for name, topic, component in sinks]
-
-
-def render_wiring(spec: MonitorSpec, owner_uid: str | None = None) -> list[dict]:
-    """Triggers, PingSource and KafkaSinks: the part of a monitor that needs no baseline."""
-    return [sorted_deep(o) for o in
-            render_triggers(spec, owner_uid) + [render_ping_source(spec, owner_uid)]
-            + render_kafka_sinks(spec, owner_uid)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,33 +236,6 @@ def render_monitor_file(path: str, image: str | None = None) -> str:
     return header + render_yaml(spec, image or DEFAULT_IMAGE)
 
 
-# ---------------------------------------------------------------------------------------------
-# eventing/ : the example wiring the local broker and the docs share
-# ---------------------------------------------------------------------------------------------
-
-def render_broker(namespace: str = "default", name: str = "default") -> list[dict]:
-    """The Kafka-class Broker and the knative-eventing ConfigMap it points to."""
-    broker = {"apiVersion": EVENTING_API, "kind": "Broker",
-              "metadata": {"name": name, "namespace": namespace,
-                           "annotations": {"eventing.knative.dev/broker.class": "Kafka"}},
-              "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "kafka-broker-config",
-                                  "namespace": "knative-eventing"},
-                       "delivery": dict(DEFAULT_DELIVERY)}}
-    config = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": "kafka-broker-config", "namespace": "knative-eventing"},
-              "data": {"bootstrap.servers": "my-cluster-kafka-bootstrap.kafka:9092",
-                       "default.topic.partitions": "10", "default.topic.replication.factor": "3"}}
-    return [sorted_deep(broker), sorted_deep(config)]
-
-
-def render_alert_subscription(spec: MonitorSpec, uri: str = ALERT_RECEIVER) -> dict:
-    """An example user Trigger: drift alerts of this monitor to an HTTP receiver."""
-    return sorted_deep({
-        "apiVersion": EVENTING_API, "kind": "Trigger",
-        "metadata": {"name": f"{spec.name}-alerts", "namespace": spec.namespace},
-        "spec": {"broker": spec.broker,
-                 "filter": {"attributes": {"type": events.DRIFT_DETECTED, "monitor": spec.name}},
-                 "subscriber": {"uri": uri}}})
 
 
 def main(argv: list[str] | None = None) -> int:

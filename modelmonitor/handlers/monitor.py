@@ -15,7 +15,8 @@ from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
 from modelmonitor.detect.drift import measure_drift
 from modelmonitor.detect.outliers import OutlierDetector
-from modelmonitor.core.payloads import cap_reason, split_columns
+from modelmonitor.core.payload_rows import cap_reason
+from modelmonitor.core.payloads import split_columns
 from modelmonitor.core.spec import CATEGORICAL, NUMERICAL, Feature, MonitorSpec, load_monitor
 from modelmonitor.stats.aggregate import WindowAggregate
 

@@ -32,7 +32,7 @@ from modelmonitor.handlers import Monitor
 from modelmonitor.local.procs import SERVE_MODULE, FunctionPool, FunctionStartError, free_port
 from modelmonitor.local.redis_server import RedisServer, connect
 from modelmonitor.local.supervisor import Supervisor
-from modelmonitor.cluster.render import render_broker, render_ping_source, render_wiring, roles_for
+from modelmonitor.cluster.wiring import render_broker, render_ping_source, render_wiring, roles_for
 from modelmonitor.core.spec import load_monitor
 
 log = logging.getLogger("modelmonitor.run")
