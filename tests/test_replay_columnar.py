@@ -273,3 +273,36 @@ def test_a_reader_of_documents_plugs_in(monitors, tmp_path):
     stats = run_replay(monitors["sliding"], "-", str(from_docs), progress=None, chunks=chunks, workers=0)
     assert from_docs.read_bytes() == from_file.read_bytes()
     assert stats.rejected == 1 and stats.instances == 300
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=12).filter(lambda p: sum(p) > 1), st.integers(0, 2**32 - 1))
+def test_window_rows_are_added_in_fixed_blocks_whatever_the_chunks(parts, seed):
+    """A window holds fewer than BLOCK_ROWS pending rows at any time, and its statistics are the
+    same bytes however its rows arrive in parts (independent oracle: NumPy on all rows)."""
+    from modelmonitor.stats.window import WindowAggregate
+    from modelmonitor.tools.replay.windows import BLOCK_ROWS, _Group
+    layout = [Feature("x", "numerical", 0), Feature("y", "numerical", 1), Feature("c", "categorical", 2)]
+    rng = np.random.default_rng(seed)
+    total = sum(parts)
+    x = rng.normal(3, 2, (total, 2))
+    c = rng.choice(["a", "b", "c"], total).tolist()
+    group = _Group(WindowAggregate(layout))
+    at = 0
+    for n in parts:
+        group.add(x[at:at + n], [c[at:at + n]])
+        at += n
+        assert group.pending < BLOCK_ROWS
+        assert sum(len(p) for p in group.numeric) == group.pending
+    got = group.done().finalize()
+    whole = _Group(WindowAggregate(layout))
+    whole.add(x, [c])
+    want = whole.done().finalize()
+    for rec in (got, want):
+        rec["features"]["x"].pop("percentiles"), rec["features"]["y"].pop("percentiles")
+        for f in ("x", "y"):
+            rec["features"][f].pop("iqr"), rec["features"][f].pop("quantileSketch", None)
+    assert json.dumps(got) == json.dumps(want)
+    assert got["count"] == total and got["features"]["c"]["categories"] == dict(zip(*np.unique(c, return_counts=True)))
+    assert np.isclose(got["features"]["x"]["mean"], x[:, 0].mean(), rtol=1e-12)
+    assert np.isclose(got["features"]["y"]["variance"], x[:, 1].var(ddof=1), rtol=1e-9)

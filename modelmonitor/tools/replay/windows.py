@@ -1,39 +1,95 @@
-"""Open windows of a columnar replay, in process.
+"""Open windows of a columnar replay, in process, in constant memory.
 
-A window keeps its rows per group (numerical as float64, categorical as one JSON line per
-request) and hands them to the aggregate handler's ``window_event`` through :meth:`read` as one
-partial aggregate per group (the WindowStore.read contract: ``{group: [partial bytes]}``), built
-by the aggregate's own codec, so window statistics come from the very same code.
+A window keeps one mergeable :class:`~modelmonitor.stats.window.WindowAggregate` per row group
+(inputs, predictions) and at most :data:`BLOCK_ROWS` pending rows per group: rows are added in
+blocks of exactly ``BLOCK_ROWS`` (``update_columns``), the rest at close, so memory per window
+is fixed whatever the window's size, and the statistics do not depend on how the input was
+cut into chunks (same blocks, same float rounding, with or without worker processes). :meth:`WindowBuffers.read` hands them to the aggregate handler's
+``window_event`` (the WindowStore.read contract: ``{group: [partials]}``) through a codec that
+takes the aggregates as they are, so window statistics come from the very same code.
 """
 from __future__ import annotations
 
-import json
+from typing import Sequence
 
 import numpy as np
 
 from modelmonitor.handlers import Monitor
-from modelmonitor.tools.replay.decode import REQUEST, RESPONSE, Decoded
 from modelmonitor.handlers.aggregate import AggregateCodec
-from state.store import GROUPS, INPUTS, PREDICTIONS, PendingRequest
+from modelmonitor.stats.window import WindowAggregate
+from modelmonitor.tools.replay.decode import REQUEST, RESPONSE, Decoded
+from state.store import INPUTS, PREDICTIONS
 
-_KIND_OF_GROUP = {INPUTS: REQUEST, PREDICTIONS: RESPONSE}
+_GROUP_OF_KIND = {REQUEST: INPUTS, RESPONSE: PREDICTIONS}
+
+
+class InProcessCodec(AggregateCodec):
+    """An :class:`AggregateCodec` whose partials may be aggregates in memory (no bytes round trip)."""
+
+    def merged(self, group: str, partials: Sequence) -> WindowAggregate:
+        if len(partials) == 1 and isinstance(partials[0], WindowAggregate):
+            return partials[0]
+        agg = self.empty(group)
+        for part in partials:
+            agg.merge(part if isinstance(part, WindowAggregate) else self.read(group, part))
+        return agg
+
+
+#: Rows of a window's group added to its aggregate at once (and the most it holds pending).
+BLOCK_ROWS = 4096
+
+
+class _Group:
+    """One row group of a window: its aggregate and the rows not yet added to it."""
+    __slots__ = ("aggregate", "numeric", "categorical", "pending")
+
+    def __init__(self, aggregate: WindowAggregate):
+        self.aggregate = aggregate
+        self.numeric: list[np.ndarray] = []
+        self.categorical: list[list] = []       # per part: one column per categorical feature
+        self.pending = 0
+
+    def add(self, numeric: np.ndarray, categorical: list) -> None:
+        self.numeric.append(numeric)
+        self.categorical.append(categorical)
+        self.pending += len(numeric)
+        if self.pending >= BLOCK_ROWS:
+            self._flush(whole_blocks=True)
+
+    def _flush(self, whole_blocks: bool) -> None:
+        numeric = np.concatenate(self.numeric) if len(self.numeric) > 1 else self.numeric[0]
+        columns = [[v for part in self.categorical for v in part[j]] for j in range(len(self.categorical[0]))] \
+            if len(self.categorical) > 1 else [list(c) for c in self.categorical[0]]
+        n = len(numeric)
+        upto = n - n % BLOCK_ROWS if whole_blocks else n
+        agg = self.aggregate
+        for lo in range(0, upto, BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, upto)
+            part = numeric[lo:hi]
+            agg.update_columns(part if part.shape[1] else None, [c[lo:hi] for c in columns])
+        self.numeric = [numeric[upto:]] if upto < n else []
+        self.categorical = [[c[upto:] for c in columns]] if upto < n else []
+        self.pending = n - upto
+
+    def done(self) -> WindowAggregate:
+        if self.pending:
+            self._flush(whole_blocks=False)
+        return self.aggregate
 
 
 class _Window:
-    __slots__ = ("numeric", "categorical", "sealed")
+    __slots__ = ("groups", "sealed")
 
     def __init__(self):
-        self.numeric = {REQUEST: [], RESPONSE: []}        # arrays of rows
-        self.categorical = {REQUEST: [], RESPONSE: []}    # JSON lines, one per request
+        self.groups: dict[str, _Group] = {}
         self.sealed = False
 
 
 class WindowBuffers:
     def __init__(self, mon: Monitor):
         self.mon = mon
-        self.codec = AggregateCodec(mon)
+        self.codec = InProcessCodec(mon)
         self.open: dict[int, _Window] = {}                # window start -> content
-        self.has_categorical = {REQUEST: bool(mon.inputs.categorical), RESPONSE: bool(mon.predictions.categorical)}
 
     def add(self, dec: Decoded, recs: np.ndarray, starts: np.ndarray) -> None:
         """Add the rows of records ``recs`` to the windows starting at ``starts`` (pairwise;
@@ -54,24 +110,26 @@ class WindowBuffers:
                 window = self.open[start] = _Window()
             kinds = dec.kind[group_recs]
             for k in (REQUEST, RESPONSE):
-                rk = group_recs[kinds == k] if (kinds != k).any() else group_recs
-                if not len(rk) or (kinds != k).all():
+                mixed = (kinds != k)
+                rk = group_recs[~mixed] if mixed.any() else group_recs
+                if not len(rk):
                     continue
                 n = dec.n[rk]
                 first = inst_start[rk]
-                lo, hi = int(first[0]), int(first[-1] + n[-1])
-                if hi - lo == int(n.sum()):                 # contiguous rows: a slice
-                    window.numeric[k].append(dec.numeric[k][lo:hi])
-                    rows = None
+                total = int(n.sum())
+                lo = int(first[0])
+                if int(first[-1] + n[-1]) - lo == total:            # contiguous rows: a slice
+                    rows = slice(lo, lo + total)
+                    categorical = [col[rows] for col in dec.categorical[k]]
                 else:
-                    rows = np.repeat(first - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-                    window.numeric[k].append(dec.numeric[k][rows])
-                if self.has_categorical[k]:
-                    cols = dec.categorical[k]
-                    for a, c in zip(first.tolist(), n.tolist()):
-                        window.categorical[k].append(
-                            json.dumps([[col[j] for col in cols] for j in range(a, a + c)],
-                                       separators=(",", ":")).encode() + b"\n")
+                    rows = np.repeat(first - (np.cumsum(n) - n), n) + np.arange(total)
+                    picks = rows.tolist()
+                    categorical = [[col[j] for j in picks] for col in dec.categorical[k]]
+                group = _GROUP_OF_KIND[k]
+                state = window.groups.get(group)
+                if state is None:
+                    state = window.groups[group] = _Group(self.codec.empty(group))
+                state.add(dec.numeric[k][rows], categorical)
 
     def open_starts(self) -> np.ndarray:
         return np.fromiter((s for s, w in self.open.items() if not w.sealed), dtype=np.int64)
@@ -86,11 +144,8 @@ class WindowBuffers:
     def read(self, claim) -> dict:
         window = self.open[claim.start_ms]
         out = {}
-        for g in GROUPS:
-            k = _KIND_OF_GROUP[g]
-            parts = window.numeric[k]
-            num = b"".join(np.ascontiguousarray(p, dtype="<f8").tobytes() for p in parts) if parts else b""
-            cat = b"".join(window.categorical[k])
-            if num or cat:
-                out[g] = [self.codec.build(g, [PendingRequest("", 0, 0, g, num, cat)])]
+        for g, state in window.groups.items():
+            agg = state.done()
+            if agg.count:
+                out[g] = [agg]
         return out
