@@ -1,30 +1,40 @@
 -- Apply one group-committed batch of instance requests to a monitor's panes, atomically:
--- dedup, lateness, watermark, sealing and the batch's partial aggregates in one step.
+-- dedup, lateness, watermark, sealing and the replica's pane aggregates in one step.
 -- KEYS[1] = the monitor's key prefix "{mm:<monitor>}" (one hash tag: Redis Cluster safe)
--- ARGV: duration, slide, pane, delay, now, dedupBucketMs, dedupBuckets, dedupTtlMs, nreq,
---       meta (JSON [[dedupKey, eventTimeMs, instances], ...]), expected statuses ("s1;s2;..."),
---       maxPartials, then pairs (partial key suffix "<pane>:<from>:<group>", partial bytes)
--- A status is "dup", "L" (late for every window containing it) or the start of the first window
--- it is on time for ("<from>"; it counts for that window and every later one containing it).
--- The caller built the partials for the statuses it expected. The script first computes the real
--- statuses without writing anything; if they differ (a redelivery it could not know of, another
--- replica moved the watermark) it answers "conflict" with the real statuses and writes nothing,
--- and the caller rebuilds its partials and calls again. Otherwise it writes, and no write can
--- fail after the first one (Redis refuses an out-of-memory script only at its first write).
--- Returns {watermark|"", maxEventTime|"", readyCount, statuses, "ok"|"conflict", keys to compact}
+-- ARGV: duration, slide, pane, delay, now, dedupBucketMs, dedupBuckets, dedupTtlMs,
+--       dedup keys (JSON array of strings), event times (JSON array), instances per request
+--       (JSON array, or "" when every request holds one), expected statuses ("s1;s2;..."),
+--       replica token, then triples (slot suffix "<pane>:<from>:<group>", expected version,
+--       the replica's new aggregate of that slot)
+-- A status is "" (on time for every window containing it), "dup", "L" (late for every window
+-- containing it) or the start of the first window it is on time for ("<from>": it counts for that
+-- window and every later one containing it, and was late for the earlier ones).
+-- A slot K:p:<suffix> is a hash: one field per replica token, holding the merge of everything that
+-- replica applied to it (so a pane holds one aggregate per writing replica, whatever the number
+-- of instances); K:pv:<suffix> holds each replica's version of its field. The caller sends the
+-- version its aggregate was built on; the script checks it, so a replica whose view is stale
+-- (a reply it never received, a Redis that lost data) re-reads instead of overwriting.
+-- The script first computes the real statuses and checks the versions without writing anything;
+-- if the statuses differ (a redelivery it could not know of, another replica moved the
+-- watermark) it answers "conflict" with them, if a version differs "stale" with those slots,
+-- and writes nothing. Otherwise it writes, and no write can fail after the first one (Redis
+-- refuses an out-of-memory script only at its first write).
+-- Returns {watermark|"", maxEventTime|"", readyCount, statuses|"", "ok"|"conflict"|"stale", stale slots}
 local base = KEYS[1]
 local d = tonumber(ARGV[1])
 local s = tonumber(ARGV[2])
-local g = tonumber(ARGV[3])
 local delay = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
 local bucket_ms = tonumber(ARGV[6])
 local nbuckets = tonumber(ARGV[7])
 local dd_ttl = tonumber(ARGV[8])
-local nreq = tonumber(ARGV[9])
-local meta = cjson.decode(ARGV[10])
-local expected = ARGV[11]
-local max_partials = tonumber(ARGV[12])
+local keys = cjson.decode(ARGV[9])
+local times = cjson.decode(ARGV[10])
+local counts = ARGV[11] ~= '' and cjson.decode(ARGV[11]) or nil
+local expected = ARGV[12]
+local token = ARGV[13]
+local nreq = #keys
+local floor = math.floor
 
 local wm_key = base .. ':wm'
 local open_key = base .. ':open'
@@ -33,15 +43,13 @@ local st = redis.call('HMGET', wm_key, 'maxT', 'W', 'late')
 local maxT = tonumber(st[1])
 local W = tonumber(st[2])
 local late = tonumber(st[3]) or 0
-local bucket = math.floor(now / bucket_ms)
+local bucket = floor(now / bucket_ms)
 local dd_cur = base .. ':dd:' .. bucket
 
 local function fmt(x) return x and string.format('%d', x) or '' end
 
 -- Dedup against the ids of the retention buckets: one SMISMEMBER per bucket and chunk.
 local CHUNK = 4000
-local keys = {}
-for i = 1, nreq do keys[i] = meta[i][1] end
 local seen = {}
 for b = bucket - nbuckets + 1, bucket do
   local dd = base .. ':dd:' .. b
@@ -59,26 +67,24 @@ end
 local status, kfrom, klast, late_add, w_after = {}, {}, {}, {}, {}
 local fresh = {}
 local w, mt = W, maxT
+local kmin = w and (floor((w - d) / s) + 1)    -- first window whose end is after the watermark
 for i = 1, nreq do
-  local r = meta[i]
-  local key, t, n = r[1], r[2], r[3]
+  local key = keys[i]
   if seen[key] then
     status[i] = 'dup'
   else
     seen[key] = true
     fresh[#fresh + 1] = key
-    local k0 = math.floor((t - d) / s) + 1
-    local k1 = math.floor(t / s)
+    local t = times[i]
+    local k0 = floor((t - d) / s) + 1
+    local k1 = floor(t / s)
     local kf = k0
-    if w ~= nil then
-      local kmin = math.floor((w - d) / s) + 1   -- first window whose end is after the watermark
-      if kmin > kf then kf = kmin end
-    end
-    late_add[i] = n * (math.min(kf, k1 + 1) - k0)
+    if kmin and kmin > kf then kf = kmin end
+    if kf > k0 then late_add[i] = (counts and counts[i] or 1) * (math.min(kf, k1 + 1) - k0) end
     if kf > k1 then
       status[i] = 'L'
     else
-      status[i] = fmt(kf * s)
+      status[i] = kf == k0 and '' or fmt(kf * s)
       kfrom[i], klast[i] = kf, k1
     end
     if mt == nil or t > mt then
@@ -87,6 +93,7 @@ for i = 1, nreq do
       if w == nil or nw > w then
         w = nw
         w_after[i] = nw
+        kmin = floor((w - d) / s) + 1
       end
     end
   end
@@ -95,9 +102,23 @@ local got = table.concat(status, ';')
 if got ~= expected then
   return {fmt(W), fmt(maxT), redis.call('ZCARD', ready_key), got, 'conflict', ''}
 end
+local stale = {}
+for j = 14, #ARGV, 3 do
+  local v = tonumber(redis.call('HGET', base .. ':pv:' .. ARGV[j], token)) or 0
+  if v ~= tonumber(ARGV[j + 1]) then stale[#stale + 1] = ARGV[j] end
+end
+if #stale > 0 then
+  return {fmt(W), fmt(maxT), redis.call('ZCARD', ready_key), '', 'stale', table.concat(stale, ' ')}
+end
 
 -- Pass 2: the writes. Windows the watermark has passed are sealed: their content is final from
 -- here on, and the late instances counted since the previous seal are attributed to the first.
+-- first_end is the earliest end among open windows: sealing is looked at only once it is passed.
+local function earliest_open_end()
+  local first = redis.call('ZRANGE', open_key, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2]) or nil
+end
+local first_end = earliest_open_end()
 local function seal(limit)
   local ready = redis.call('ZRANGEBYSCORE', open_key, '-inf', limit)
   for _, m in ipairs(ready) do
@@ -107,31 +128,35 @@ local function seal(limit)
     redis.call('HSET', base .. ':meta:' .. m, 'late', late, 'wm', fmt(limit))
     late = 0
   end
+  first_end = earliest_open_end()
 end
 
 local opened = {}
+local last_from, last_to = nil, nil      -- requests of one pane open the same windows: once
 for i = 1, nreq do
   if status[i] ~= 'dup' then
-    late = late + late_add[i]
-    if kfrom[i] then
+    if late_add[i] then late = late + late_add[i] end
+    if kfrom[i] and (kfrom[i] ~= last_from or klast[i] ~= last_to) then
+      last_from, last_to = kfrom[i], klast[i]
       for k = kfrom[i], klast[i] do
         if not opened[k] then
           opened[k] = true
-          redis.call('ZADD', open_key, 'NX', k * s + d, fmt(k * s) .. ':' .. fmt(k * s + d))
+          local e = k * s + d
+          redis.call('ZADD', open_key, 'NX', e, fmt(k * s) .. ':' .. fmt(e))
+          if first_end == nil or e < first_end then first_end = e end
         end
       end
     end
-    if w_after[i] then seal(w_after[i]) end
+    if w_after[i] and first_end and first_end <= w_after[i] then seal(w_after[i]) end
   end
 end
 
-local compact = {}
-for j = 13, #ARGV, 2 do
+for j = 14, #ARGV, 3 do
   local suffix = ARGV[j]
   local pane, member = string.match(suffix, '^(%-?%d+):(.+)$')
-  local pk = base .. ':p:' .. suffix
   redis.call('SADD', base .. ':pe:' .. pane, member)
-  if redis.call('RPUSH', pk, ARGV[j + 1]) > max_partials then compact[#compact + 1] = suffix end
+  redis.call('HSET', base .. ':p:' .. suffix, token, ARGV[j + 2])
+  redis.call('HSET', base .. ':pv:' .. suffix, token, tonumber(ARGV[j + 1]) + 1)
 end
 for c = 1, #fresh, CHUNK do
   redis.call('SADD', dd_cur, unpack(fresh, c, math.min(c + CHUNK - 1, #fresh)))
@@ -140,5 +165,4 @@ if #fresh > 0 then
   redis.call('PEXPIRE', dd_cur, dd_ttl)
   redis.call('HSET', wm_key, 'maxT', fmt(mt), 'W', fmt(w), 'late', late, 'lastArr', fmt(now))
 end
--- Statuses travel as one string: parsing thousands of replies costs the client more than this.
-return {fmt(w), fmt(mt), redis.call('ZCARD', ready_key), got, 'ok', table.concat(compact, ' ')}
+return {fmt(w), fmt(mt), redis.call('ZCARD', ready_key), '', 'ok', ''}

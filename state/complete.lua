@@ -24,7 +24,7 @@ for p = ws, we - 1, g do
     local pane = string.format('%d', p)
     local pe = base .. ':pe:' .. pane
     for _, member in ipairs(redis.call('SMEMBERS', pe)) do
-      redis.call('DEL', base .. ':p:' .. pane .. ':' .. member)
+      redis.call('DEL', base .. ':p:' .. pane .. ':' .. member, base .. ':pv:' .. pane .. ':' .. member)
     end
     redis.call('DEL', pe)
   end

@@ -1,6 +1,6 @@
 -- Read a sealed window's partial aggregates: for every pane of the window, the partials that
--- count for it (written while the window was open: "from" at or before the window's start).
--- Reads O(panes x partials per pane); never instances.
+-- count for it (written while the window was open: "from" at or before the window's start), one
+-- per replica that wrote the slot. Reads O(panes x replicas); never instances.
 -- KEYS[1] = "{mm:<monitor>}"; ARGV: windowStart, windowEnd, pane
 -- Returns a flat list {group, partial, group, partial, ...}
 local base = KEYS[1]
@@ -13,9 +13,17 @@ for p = ws, we - 1, g do
   for _, member in ipairs(redis.call('SMEMBERS', base .. ':pe:' .. pane)) do
     local from, group = string.match(member, '^(%-?%d+):(.+)$')
     if tonumber(from) <= ws then
-      for _, blob in ipairs(redis.call('LRANGE', base .. ':p:' .. pane .. ':' .. member, 0, -1)) do
+      -- one aggregate per replica, in the order of the replicas' tokens (a fixed merge order)
+      local flat = redis.call('HGETALL', base .. ':p:' .. pane .. ':' .. member)
+      local tokens, blobs = {}, {}
+      for i = 1, #flat, 2 do
+        tokens[#tokens + 1] = flat[i]
+        blobs[flat[i]] = flat[i + 1]
+      end
+      table.sort(tokens)
+      for _, token in ipairs(tokens) do
         out[#out + 1] = group
-        out[#out + 1] = blob
+        out[#out + 1] = blobs[token]
       end
     end
   end

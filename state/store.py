@@ -9,11 +9,13 @@ single Redis Cluster slot. Layout (``K`` = the prefix):
                       (late instances since the previous seal)
 - ``K:open``          zset of open windows ``<start>:<end>`` scored by end
 - ``K:ready``         zset of sealed windows waiting to be closed (their content is final)
-- ``K:p:<pane>:<from>:<group>``  list of partial aggregates (opaque bytes built by the caller's
-                      codec) of the instances of pane ``<pane>`` that count for the windows
-                      starting at or after ``<from>`` (earlier ones containing the pane were
-                      already sealed when they arrived: they are late for those)
-- ``K:pe:<pane>``     set of the ``<from>:<group>`` lists the pane has
+- ``K:p:<pane>:<from>:<group>``  hash: per replica (its token) the merge of every instance it
+                      applied to pane ``<pane>`` that counts for the windows starting at or
+                      after ``<from>`` (earlier ones containing the pane were already sealed
+                      when they arrived: they are late for those); opaque bytes built by the
+                      caller's codec
+- ``K:pv:<pane>:<from>:<group>`` hash: per replica the version of its field (writes it counted)
+- ``K:pe:<pane>``     set of the ``<from>:<group>`` slots the pane has
 - ``K:meta:<s>:<e>``  hash: ``late`` and ``wm`` fixed when the window was sealed
 - ``K:lease:<s>:<e>`` who is closing the window (expires: a dead closer is replaced)
 - ``K:res:<s>:<e>``   the window's closed event once computed, so a re-close emits it identically
@@ -23,23 +25,28 @@ Panes are ``gcd(duration, slide)`` long and aligned to the epoch, so a pane lies
 windows that contain any of its instants: an instance updates one pane, whatever the slide, and a
 window is the merge of its panes' partials. ``group`` is any string without ``:`` (the aggregate
 uses ``i`` for inputs and ``p`` for predictions; a segment can be appended, e.g. ``i@eu``).
-A list holding more than ``max_partials`` partials is compacted (merged under a compare-and-swap)
-by the replica that noticed, so the bytes of a pane stay flat whatever the number of instances.
+Each replica keeps its own aggregate of the slots it writes in memory, merges a batch into it
+and writes it back whole under a version check (a compare-and-swap per slot inside the apply
+script), so the bytes of a pane are one aggregate per writing replica whatever the number of
+instances, and a batch is one script call.
 A pane is deleted when the last window containing it is closed.
 
-The store does not know what a partial is: a codec builds one from a group's pending requests
-and merges several (for the aggregate: ``WindowAggregate.to_bytes`` and merge).
+The store does not know what an aggregate is: a codec builds one from a group's pending requests,
+makes an empty one and reads one from bytes; aggregates merge in place and give their bytes (for
+the aggregate function: ``WindowAggregate``). Pane and status arithmetic: ``modelmonitor.windowing.panes``.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.resources
 import json
-import math
+import uuid
+from collections import OrderedDict
 from typing import Protocol, Sequence
 
 import numpy as np
+
+from modelmonitor.windowing import panes
 
 INPUTS = "i"
 PREDICTIONS = "p"
@@ -99,14 +106,49 @@ def decode_rows(numeric: bytes | None, categorical: bytes | None, n_numeric: int
     return num, rows
 
 
+class Partial(Protocol):
+    """A mergeable aggregate (``WindowAggregate``)."""
+
+    def merge(self, other: "Partial") -> "Partial":
+        """Fold ``other`` in (in place); returns self."""
+
+    def to_bytes(self) -> bytes: ...
+
+
 class PartialCodec(Protocol):
-    """What the store needs to know about partial aggregates (opaque bytes to it)."""
+    """What the store needs to know about aggregates (opaque bytes in Redis)."""
 
-    def build(self, group: str, requests: Sequence[PendingRequest]) -> bytes:
-        """One partial from the requests of one group (all in the same pane)."""
+    def empty(self, group: str) -> Partial: ...
 
-    def merge(self, group: str, partials: Sequence[bytes]) -> bytes:
-        """One partial equal to the merge of ``partials``."""
+    def aggregate(self, group: str, requests: Sequence[PendingRequest]) -> Partial:
+        """The aggregate of the requests of one group (all in the same pane)."""
+
+    def read(self, group: str, blob: bytes) -> Partial: ...
+
+
+class _Batch:
+    """A batch's columns, built once per apply: event times, in-batch duplicates, row groups and
+    the script's JSON arguments."""
+
+    __slots__ = ("requests", "keys", "t", "dup", "group_codes", "group_names", "keys_json", "times_json",
+                 "counts_json", "meta_bytes")
+
+    def __init__(self, requests: Sequence[PendingRequest]):
+        self.requests = requests
+        self.keys = [r.dedup_key for r in requests]
+        times = [int(r.event_time_ms) for r in requests]
+        self.t = np.array(times, dtype=np.int64)
+        self.dup = panes.duplicates_in_batch(self.keys)
+        groups = [r.group for r in requests]
+        self.group_names = sorted(set(groups))
+        codes = {g: i for i, g in enumerate(self.group_names)}
+        self.group_codes = (np.zeros(len(groups), dtype=np.int64) if len(codes) == 1
+                            else np.array([codes[g] for g in groups], dtype=np.int64))
+        counts = [int(r.instances) for r in requests]
+        self.keys_json = json.dumps(self.keys, separators=(",", ":"))
+        self.times_json = "[" + ",".join(map(str, times)) + "]"
+        self.counts_json = "" if counts.count(1) == len(counts) else "[" + ",".join(map(str, counts)) + "]"
+        self.meta_bytes = len(self.keys_json) + len(self.times_json) + len(self.counts_json)
 
 
 class ConflictError(RuntimeError):
@@ -124,26 +166,28 @@ class WindowStore:
 
     def __init__(self, client, monitor: str, *, duration_ms: int, slide_ms: int, delay_ms: int,
                  codec: PartialCodec | None = None, dedup_retention_ms: int = 600_000, dedup_bucket_ms: int = 300_000,
-                 lease_ms: int = 15_000, max_partials: int = 16, max_args_bytes: int = 768 * 1024,
-                 max_attempts: int = 8):
+                 lease_ms: int = 15_000, max_args_bytes: int = 768 * 1024, max_attempts: int = 8,
+                 token: str | None = None, cached_slots: int = 256):
         self.client = client
         self.monitor = monitor
         self.prefix = "{mm:%s}" % monitor
         self.duration_ms, self.slide_ms, self.delay_ms = duration_ms, slide_ms, delay_ms
-        self.pane_ms = math.gcd(duration_ms, slide_ms)
+        self.pane_ms = panes.pane_ms(duration_ms, slide_ms)
         self.codec = codec
         self.dedup_bucket_ms = dedup_bucket_ms
         self.dedup_buckets = -(-dedup_retention_ms // dedup_bucket_ms) + 1
         self.dedup_ttl_ms = dedup_bucket_ms * (self.dedup_buckets + 1)
         self.lease_ms = lease_ms
-        self.max_partials = max_partials
+        # Who writes this replica's pane aggregates, and its cache of them (least recently used last).
+        self.token = token or uuid.uuid4().hex
+        self.cached_slots = cached_slots
+        self._slots: OrderedDict[str, list] = OrderedDict()
         self.max_args_bytes = max_args_bytes
         self.max_attempts = max_attempts
         # The last watermark / max event time seen: the first guess of each batch's statuses.
         self._w: int | None = None
         self._max_t: int | None = None
         self.conflicts = 0
-        self.compactions = 0
         self._apply = client.register_script(_script_text("apply.lua"))
         self._tick = client.register_script(_script_text("tick.lua"))
         self._claim = client.register_script(_script_text("claim.lua"))
@@ -151,109 +195,147 @@ class WindowStore:
         self._result = client.register_script(_script_text("result.lua"))
         self._complete = client.register_script(_script_text("complete.lua"))
         self._release = client.register_script(_script_text("release.lua"))
-        self._compact = client.register_script(_script_text("compact.lua"))
 
     # -- hot path -------------------------------------------------------------------------
     def apply(self, requests: Sequence[PendingRequest], now_ms: int) -> ApplyResult:
-        """Dedup, lateness, watermark and the batch's partials: one atomic script call per
-        attempt (a second one only when the first guess of the statuses was wrong, e.g. for a
-        redelivery). Statuses per request: ``ok``, ``dup`` or ``late:<start>,...`` (the windows
-        it was late for; it still counts for the later ones containing it)."""
-        for r in requests:
-            if not r.group or ":" in r.group:
-                raise ValueError(f"row group {r.group!r} must be a non-empty string without ':'")
+        """Dedup, lateness, watermark and the batch's pane aggregates: one atomic script call per
+        attempt (another only when the first guess of the statuses was wrong, e.g. for a
+        redelivery, or this replica's view of a pane aggregate is stale). Statuses per request:
+        ``ok``, ``dup`` or ``late:<start>,...`` (the windows it was late for; it still counts for
+        the later ones containing it)."""
+        for group in {r.group for r in requests}:
+            if not group or ":" in group:
+                raise ValueError(f"row group {group!r} must be a non-empty string without ':'")
         if not requests:
             return ApplyResult([], self._w, self._max_t, 0)
-        meta = json.dumps([[r.dedup_key, int(r.event_time_ms), int(r.instances)] for r in requests],
-                          separators=(",", ":"))
-        statuses = self._guess(requests)
+        batch = _Batch(requests)
+        statuses = self._guess(batch)
         for _ in range(self.max_attempts):
-            partials = self._partials(requests, statuses)
-            size = len(meta) + sum(len(k) + len(v) for k, v in partials)
+            slots = self._slot_updates(batch, statuses)
+            size = batch.meta_bytes + sum(len(k) + len(v) for k, _, v in slots)
             if size > self.max_args_bytes and len(requests) > 1:
                 # Too big for one call: halves, in order (the same effect as one batch).
+                self._forget(k for k, _, _ in slots)
                 half = len(requests) // 2
                 first, second = self.apply(requests[:half], now_ms), self.apply(requests[half:], now_ms)
                 return ApplyResult(first.statuses + second.statuses, second.watermark_ms,
                                    second.max_event_time_ms, second.ready)
             args = [self.duration_ms, self.slide_ms, self.pane_ms, self.delay_ms, int(now_ms),
-                    self.dedup_bucket_ms, self.dedup_buckets, self.dedup_ttl_ms, len(requests), meta,
-                    ";".join(statuses), self.max_partials]
-            for key, blob in partials:
-                args += [key, blob]
-            w, max_t, ready, got, outcome, compact = self._apply(keys=[self.prefix], args=args)
+                    self.dedup_bucket_ms, self.dedup_buckets, self.dedup_ttl_ms, batch.keys_json,
+                    batch.times_json, batch.counts_json, ";".join(statuses), self.token]
+            for key, version, blob in slots:
+                args += [key, version, blob]
+            try:
+                w, max_t, ready, got, outcome, stale = self._apply(keys=[self.prefix], args=args)
+            except BaseException:
+                self._forget(k for k, _, _ in slots)     # whether it was applied is unknown
+                raise
             self._w, self._max_t = _int_or_none(w), _int_or_none(max_t)
-            got = got.decode().split(";")
             if outcome == b"ok":
-                if compact:
-                    self._compact_lists(compact.decode().split(" "))
-                return ApplyResult([self._public_status(r, st) for r, st in zip(requests, got)],
-                                   self._w, self._max_t, int(ready))
-            self.conflicts += 1
-            statuses = got
+                for key, _, blob in slots:
+                    slot = self._slots[key]
+                    slot[0] += 1
+                    slot[2] = blob
+                return ApplyResult(self._public_statuses(batch, statuses), self._w, self._max_t, int(ready))
+            self._restore(k for k, _, _ in slots)       # nothing was written
+            if outcome == b"stale":
+                self._load_slots(stale.decode().split(" "))
+            else:
+                self.conflicts += 1
+                statuses = got.decode().split(";")
         raise ConflictError(f"the window state of monitor {self.monitor!r} kept changing during "
                             f"{self.max_attempts} attempts to apply a batch")
 
-    def _guess(self, requests: Sequence[PendingRequest]) -> list[str]:
+    def _guess(self, batch: "_Batch") -> list[str]:
         """The statuses the script will most likely find: no redelivery from before this batch,
-        and the watermark as last seen, moving as the batch goes (the script's own rule, which
-        makes the watermark before request i ``max(W, max event time of fresh j < i - delay)``).
-        Only a guess: the script is the authority and answers with the real statuses."""
-        d, s = self.duration_ms, self.slide_ms
-        low = -(1 << 62)
-        t = np.fromiter((int(r.event_time_ms) for r in requests), dtype=np.int64, count=len(requests))
-        seen: set[str] = set()
-        dup = np.zeros(len(requests), dtype=bool)
-        if len({r.dedup_key for r in requests}) != len(requests):
-            for i, r in enumerate(requests):
-                dup[i] = r.dedup_key in seen
-                seen.add(r.dedup_key)
-        fresh_t = np.where(dup, low, t)
-        before = np.concatenate(([low], np.maximum.accumulate(fresh_t)[:-1]))
-        w0 = low if self._w is None else self._w
-        w = np.maximum(w0, np.where(before > low, before - self.delay_ms, low))
-        k0 = (t - d) // s + 1
-        k1 = t // s
-        kf = np.where(w > low, np.maximum(k0, (w - d) // s + 1), k0)
-        out = [str(x) for x in (kf * s).tolist()]
-        for i in np.flatnonzero(kf > k1).tolist():
-            out[i] = "L"
-        for i in np.flatnonzero(dup).tolist():
+        and the watermark as last seen, moving as the batch goes (the script's own rule). Only a
+        guess: the script is the authority and answers with the real statuses."""
+        kf, k0, k1 = panes.first_on_time_windows(batch.t, batch.dup, self._w, self.duration_ms,
+                                                 self.slide_ms, self.delay_ms)
+        out = [""] * len(batch.keys)
+        for i in np.flatnonzero(kf != k0).tolist():
+            out[i] = "L" if kf[i] > k1[i] else str(int(kf[i]) * self.slide_ms)
+        for i in np.flatnonzero(batch.dup).tolist():
             out[i] = "dup"
         return out
 
-    def _partials(self, requests: Sequence[PendingRequest], statuses: Sequence[str]) -> list[tuple[str, bytes]]:
-        """One partial per (pane, first window, group) of the requests that count somewhere."""
-        by_key: dict[str, list[PendingRequest]] = {}
-        for r, st in zip(requests, statuses):
-            if st == "dup" or st == "L":
-                continue
-            pane = int(r.event_time_ms) // self.pane_ms * self.pane_ms
-            by_key.setdefault(f"{pane}:{st}:{r.group}", []).append(r)
-        return [(key, self.codec.build(key.rsplit(":", 1)[1], reqs)) for key, reqs in by_key.items()]
+    def _slot_updates(self, batch: "_Batch", statuses: Sequence[str]) -> list[tuple[str, int, bytes]]:
+        """For each (pane, first window, group) the batch touches: this replica's aggregate of it
+        with the batch's requests merged in, and the version it was built on."""
+        t, s = batch.t, self.slide_ms
+        frm = ((t - self.duration_ms) // s + 1) * s        # on time for every window containing it
+        counted = np.ones(len(t), dtype=bool)
+        for i, st in enumerate(statuses) if any(statuses) else ():
+            if st:
+                if st == "dup" or st == "L":
+                    counted[i] = False
+                else:
+                    frm[i] = int(st)
+        pane = t // self.pane_ms * self.pane_ms
+        groups = batch.group_codes
+        idx = np.flatnonzero(counted)
+        if not len(idx):
+            return []
+        order = idx[np.lexsort((groups[idx], frm[idx], pane[idx]))]
+        cut = np.flatnonzero((np.diff(pane[order]) != 0) | (np.diff(frm[order]) != 0)
+                             | (np.diff(groups[order]) != 0)) + 1
+        out = []
+        for part in np.split(order, cut):
+            i = int(part[0])
+            group = batch.group_names[groups[i]]
+            key = f"{int(pane[i])}:{int(frm[i])}:{group}"
+            version, agg, _ = self._slot(key, group)
+            reqs = batch.requests
+            agg.merge(self.codec.aggregate(group, [reqs[j] for j in part.tolist()]))
+            out.append((key, version, agg.to_bytes()))
+        return out
 
-    def _public_status(self, r: PendingRequest, status: str) -> str:
-        if status == "dup":
-            return "dup"
-        t = int(r.event_time_ms)
-        k0 = (t - self.duration_ms) // self.slide_ms + 1
-        if status != "L" and int(status) == k0 * self.slide_ms:
-            return "ok"                        # on time for every window containing it
-        first = t // self.slide_ms + 1 if status == "L" else int(status) // self.slide_ms
-        return "late:" + ",".join(str(k * self.slide_ms) for k in range(k0, first))
+    def _slot(self, key: str, group: str) -> list:
+        """This replica's [version, aggregate, bytes] of a slot, as last written (version 0 and
+        empty when unknown: the script says so if Redis has more, and it is then read)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = [0, self.codec.empty(group), None]
+            while len(self._slots) > self.cached_slots:
+                self._slots.popitem(last=False)
+        else:
+            self._slots.move_to_end(key)
+        return slot
 
-    def _compact_lists(self, suffixes: Sequence[str]) -> None:
-        """Merge a list's first ``max_partials`` partials into one (compare-and-swap: if another
-        replica compacted it meanwhile, nothing happens and the list stays correct)."""
-        for suffix in suffixes:
-            key = f"{self.prefix}:p:{suffix}"
-            blobs = self.client.lrange(key, 0, self.max_partials - 1)
-            if len(blobs) < 2:
-                continue
-            digest = hashlib.sha1(b"".join(b"%d:%s" % (len(b), b) for b in blobs)).hexdigest()
-            merged = self.codec.merge(suffix.rsplit(":", 1)[1], blobs)
-            if self._compact(keys=[self.prefix], args=[suffix, len(blobs), digest, merged]):
-                self.compactions += 1
+    def _restore(self, keys) -> None:
+        """Undo the merges into cached aggregates whose write did not happen."""
+        for key in list(keys):
+            slot = self._slots.get(key)
+            if slot is not None:
+                group = key.rsplit(":", 1)[1]
+                slot[1] = self.codec.read(group, slot[2]) if slot[2] is not None else self.codec.empty(group)
+
+    def _forget(self, keys) -> None:
+        for key in list(keys):
+            self._slots.pop(key, None)
+
+    def _load_slots(self, keys: Sequence[str]) -> None:
+        """Read this replica's aggregates and versions of ``keys`` from Redis (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(f"{self.prefix}:p:{key}", self.token)
+            pipe.hget(f"{self.prefix}:pv:{key}", self.token)
+        got = pipe.execute()
+        for j, key in enumerate(keys):
+            blob, version = got[2 * j], got[2 * j + 1]
+            group = key.rsplit(":", 1)[1]
+            agg = self.codec.read(group, blob) if blob else self.codec.empty(group)
+            self._slots[key] = [int(version or 0), agg, bytes(blob) if blob else None]
+
+    def _public_statuses(self, batch: "_Batch", statuses: Sequence[str]) -> list[str]:
+        out = ["ok"] * len(statuses)
+        d, s = self.duration_ms, self.slide_ms
+        for i, st in enumerate(statuses) if any(statuses) else ():
+            if st:
+                t = int(batch.t[i])
+                out[i] = ("dup" if st == "dup" else
+                          panes.late_status(t, t // s + 1 if st == "L" else int(st) // s, d, s))
+        return out
 
     # -- processing-time advance ----------------------------------------------------------
     def tick(self, now_ms: int, idle_timeout_ms: int) -> tuple[int | None, int]:

@@ -11,15 +11,32 @@ from reference import reference_run, windows_brute_force
 from modelmonitor.windowing.assigner import assign_windows
 
 
+class Rows:
+    """A pane aggregate that is the packed rows themselves (merge = concatenation)."""
+
+    def __init__(self, packed=b""):
+        self.packed = packed
+
+    def merge(self, other):
+        self.packed += other.packed
+        return self
+
+    def to_bytes(self):
+        return self.packed
+
+
 class RowsCodec:
-    """Partials that are the packed rows themselves (merge = concatenation): the window store's
-    semantics checked row for row against the reference, independently of the statistics."""
+    """Aggregates that keep the rows: the window store's semantics checked row for row against the
+    reference, independently of the statistics."""
 
-    def build(self, group, requests):
-        return b"".join(r.numeric for r in requests)
+    def empty(self, group):
+        return Rows()
 
-    def merge(self, group, partials):
-        return b"".join(partials)
+    def aggregate(self, group, requests):
+        return Rows(b"".join(r.numeric for r in requests))
+
+    def read(self, group, blob):
+        return Rows(bytes(blob))
 
 
 ROWS = RowsCodec()
