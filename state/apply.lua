@@ -2,8 +2,8 @@
 -- dedup, lateness, watermark, sealing and the replica's pane aggregates in one step.
 -- KEYS[1] = the monitor's key prefix "{mm:<monitor>}" (one hash tag: Redis Cluster safe)
 -- ARGV: duration, slide, pane, delay, now, dedupBucketMs, dedupBuckets, dedupTtlMs,
---       dedup keys (JSON array of strings), event times (JSON array), instances per request
---       (JSON array, or "" when every request holds one), expected statuses ("s1;s2;..."),
+--       dedup keys (JSON array of strings), event times and instances per request (little-endian
+--       doubles; "" when every request holds one instance), expected statuses ("s1;s2;..."),
 --       replica token, then triples (slot suffix "<pane>:<from>:<group>", expected version,
 --       the replica's new aggregate of that slot)
 -- A status is "" (on time for every window containing it), "dup", "L" (late for every window
@@ -28,9 +28,18 @@ local now = tonumber(ARGV[5])
 local bucket_ms = tonumber(ARGV[6])
 local nbuckets = tonumber(ARGV[7])
 local dd_ttl = tonumber(ARGV[8])
+local function doubles(blob)       -- little-endian doubles, a thousand per struct.unpack
+  local out, n = {}, #blob / 8
+  for c = 0, n - 1, 1000 do
+    local m = math.min(1000, n - c)
+    local vals = {struct.unpack('<' .. string.rep('d', m), blob, c * 8 + 1)}
+    for j = 1, m do out[c + j] = vals[j] end
+  end
+  return out
+end
 local keys = cjson.decode(ARGV[9])
-local times = cjson.decode(ARGV[10])
-local counts = ARGV[11] ~= '' and cjson.decode(ARGV[11]) or nil
+local times = doubles(ARGV[10])
+local counts = ARGV[11] ~= '' and doubles(ARGV[11]) or nil
 local expected = ARGV[12]
 local token = ARGV[13]
 local nreq = #keys

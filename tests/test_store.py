@@ -32,8 +32,8 @@ class RowsCodec:
     def empty(self, group):
         return Rows()
 
-    def aggregate(self, group, requests):
-        return Rows(b"".join(r.numeric for r in requests))
+    def add(self, partial, group, requests):
+        return partial.merge(Rows(b"".join(r.numeric for r in requests)))
 
     def read(self, group, blob):
         return Rows(bytes(blob))

@@ -55,10 +55,13 @@ class AggregateCodec:
 
     def aggregate(self, group: str, requests: Sequence[PendingRequest]) -> WindowAggregate:
         """One partial from packed requests (vectorised: one NumPy update per batch)."""
+        return self.add(self.empty(group), group, requests)
+
+    def add(self, agg: WindowAggregate, group: str, requests: Sequence[PendingRequest]) -> WindowAggregate:
+        """Add packed requests to ``agg`` in place (vectorised: one NumPy update per batch)."""
         layout = self.layout(group)
-        agg = self.empty(group)
         n_num = len(layout.numeric)
-        numeric = (np.frombuffer(b"".join(r.numeric for r in requests), dtype="<f8").reshape(-1, n_num)
+        numeric = (np.frombuffer(b"".join([r.numeric for r in requests]), dtype="<f8").reshape(-1, n_num)
                    if n_num else None)
         columns: list = []
         if layout.categorical:
