@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-apiserver test-hostile demo bench clean redis functions
+.PHONY: install test test-apiserver test-hostile test-legacy demo bench clean redis functions
 
 # `redis` runs on every `make install`, so a redis-server removed after the venv was made comes back.
 install: $(STAMP) redis
@@ -42,8 +42,15 @@ test-apiserver: install
 	PYTHON=$(PYTHON) tests/apiserver/build.sh
 	MODELMONITOR_APISERVER_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/apiserver
 
+# The legacy parliament runtime alone (also part of `test`): functions/legacy built as the pack/s2i
+# builders do, in its own virtual environment with CloudEvents SDK 1.x (cached in
+# ~/.cache/modelmonitor/legacy-parliament; ~30 s to create the first time).
+test-legacy: install
+	$(BIN)/python -m pytest -p no:cacheprovider tests/legacy
+
 # The four Knative Functions projects with the modelmonitor wheel vendored into each
-# (functions/<role>/vendor/): run before `kn func build` / `kn func deploy --path functions/<role>`.
+# (functions/<role>/vendor/), and unpacked into the legacy parliament project
+# (functions/legacy/vendor/): run before `kn func build` / `kn func deploy --path functions/<role>`.
 functions: install
 	$(BIN)/python -m modelmonitor.cluster.function_projects
 

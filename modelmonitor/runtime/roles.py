@@ -14,13 +14,12 @@ import json
 import logging
 import threading
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import redis
 import requests
 from modelmonitor.core import events as ev
 from modelmonitor.core.events import Event
-from modelmonitor.runtime import wire
 from modelmonitor.runtime import metrics
 from modelmonitor.handlers import (Aggregator, AlertState, Monitor, Rejected, dead_letter, ingest, measure, outliers,
                         wall_clock_ms)
@@ -37,19 +36,30 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 UNAVAILABLE = (redis.exceptions.RedisError, ConflictError, TimeoutError)
 
 
-class Sink:
-    """POSTs events to the broker ingress (binary mode). Raises when the broker refuses."""
+#: How a Sink writes an event as a binary-mode HTTP message: ``encode(event) -> (headers, body)``.
+Encoder = Callable[[Event], "tuple[Mapping[str, str], bytes]"]
 
-    def __init__(self, url: str | None, role: str = "?"):
+
+class Sink:
+    """POSTs events to the broker ingress (binary mode). Raises when the broker refuses.
+
+    ``encode`` writes the HTTP message; by default the CloudEvents SDK 2.x edge
+    (:func:`modelmonitor.runtime.wire.to_binary`, imported only then, so that the legacy
+    parliament runtime, which brings SDK 1.x, can pass its own)."""
+
+    def __init__(self, url: str | None, role: str = "?", encode: Encoder | None = None):
         self.url = url
         self.role = role
+        if encode is None:
+            from modelmonitor.runtime.wire import to_binary as encode
+        self.encode = encode
         self.session = requests.Session()
         self.lock = threading.Lock()
 
     def send(self, event: Event) -> None:
         if not self.url:
             raise RuntimeError("K_SINK is not set: cannot emit events beyond the reply")
-        headers, body = wire.to_binary(event)
+        headers, body = self.encode(event)
         resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
         if resp.status_code >= 300:
             raise RuntimeError(f"broker answered {resp.status_code} to {event['type']}")
@@ -229,15 +239,15 @@ class DriftHandler(Handler):
         return out[0] if out else ("", 202)
 
 
-def build_handler(role: str, cfg: Mapping[str, str]) -> Handler:
+def build_handler(role: str, cfg: Mapping[str, str], encode: Encoder | None = None) -> Handler:
     """The handler of a role, configured from ``cfg`` (the function's environment: the monitor
     in MODELMONITOR_CONFIG and MODELMONITOR_BASELINE, REDIS_URL, K_SINK), warmed up so that
-    readiness means ready."""
+    readiness means ready. ``encode``: how its Sink writes events (see :class:`Sink`)."""
     if role not in ROLES:
         raise ValueError(f"function role must be one of {', '.join(ROLES)}, got {role!r}")
     mon = Monitor.from_config(cfg)
     mon.warm_up()
-    sink = Sink(cfg.get("K_SINK"), role)
+    sink = Sink(cfg.get("K_SINK"), role, encode)
     if role == "ingest":
         return IngestHandler(mon, sink)
     if role == "outlier":
