@@ -306,3 +306,43 @@ def test_window_rows_are_added_in_fixed_blocks_whatever_the_chunks(parts, seed):
     assert got["count"] == total and got["features"]["c"]["categories"] == dict(zip(*np.unique(c, return_counts=True)))
     assert np.isclose(got["features"]["x"]["mean"], x[:, 0].mean(), rtol=1e-12)
     assert np.isclose(got["features"]["y"]["variance"], x[:, 1].var(ddof=1), rtol=1e-9)
+
+
+class _Colliding:
+    """A dedup identity whose hash collides with others on purpose (the exact path must decide)."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __hash__(self):
+        return self.v % 3
+
+    def __eq__(self, other):
+        return self.v == other.v
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 25), st.integers(0, 2)), min_size=1, max_size=80),
+       st.integers(1, 4), st.lists(st.integers(1, 20), min_size=1, max_size=10), st.booleans())
+def test_chunk_dedup_equals_one_record_at_a_time(records, buckets, cuts, colliding):
+    """Hash check plus exact fallback == the store's rule applied record by record (brute force):
+    a key is a duplicate if accepted in a bucket no older than ``buckets - 1`` before its own."""
+    from modelmonitor.tools.replay.dedup import Deduplicator
+    keys, numbers, b = [], [], 0
+    for v, step in records:
+        b += step
+        keys.append(_Colliding(v) if colliding else ("t", "s", f"id{v}"))
+        numbers.append(b)
+    want, accepted = [], []
+    for key, number in zip(keys, numbers):
+        is_dup = any(k == key and sb >= number - buckets + 1 for k, sb in accepted)
+        want.append(is_dup)
+        if not is_dup:
+            accepted.append((key, number))
+    dedup, got, at, i = Deduplicator(buckets), [], 0, 0
+    while at < len(keys):
+        size = cuts[i % len(cuts)]
+        i += 1
+        got += dedup.duplicates(keys[at:at + size], np.asarray(numbers[at:at + size], dtype=np.int64)).tolist()
+        at += size
+    assert got == want

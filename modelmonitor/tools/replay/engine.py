@@ -18,14 +18,13 @@ the late event, then the windows that line closed (each followed by its drift ev
 """
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from modelmonitor.core import events as ev
 from modelmonitor.handlers import Aggregator, Monitor, outlier_event
 from modelmonitor.tools.replay.common import JsonAlertState, Output, ReplayStats, drift_events
 from modelmonitor.tools.replay.decode import CLOCK_MARK, NO_TIME, Decoded
+from modelmonitor.tools.replay.dedup import Deduplicator
 from modelmonitor.tools.replay.windows import WindowBuffers
 from state.store import Claim, WindowStore
 
@@ -55,7 +54,7 @@ class ColumnarReplay:
         self.clock = 0
         self.max_t: int | None = None
         self.late = 0                                   # late instances since the previous seal
-        self.seen: deque[tuple[int, set]] = deque()     # (processing-time bucket, keys accepted in it)
+        self.dedup = Deduplicator(self.n_buckets)
         self.lines = 0
 
     # ------------------------------------------------------------------ per chunk
@@ -91,7 +90,7 @@ class ColumnarReplay:
         self._clock_after = clock_after
         # -- dedup over processing-time buckets of the clock
         buckets = clock_after // self.bucket_ms
-        dup = self._dedup(dec.keys, buckets)
+        dup = self.dedup.duplicates(dec.keys, buckets)
         accepted = ~dup
         stats.duplicates += int(dup.sum())
         stats.instances += int(dec.n[accepted].sum())
@@ -159,38 +158,6 @@ class ColumnarReplay:
         self.clock = int(clock_after[-1])
         if accepted.any():
             self.max_t = int(max_run[-1])
-
-    def _dedup(self, keys: list, buckets: np.ndarray) -> np.ndarray:
-        """Duplicates, as the store's apply script finds them one record after the other."""
-        R = len(keys)
-        dup = np.zeros(R, dtype=bool)
-        seen = self.seen
-        last_bucket = int(buckets[-1])
-        if len(set(keys)) == R and all(s.isdisjoint(keys) for _, s in seen):
-            b_list = buckets.tolist()
-            if b_list[0] == last_bucket:
-                self._bucket_set(last_bucket).update(keys)
-            else:
-                for key, b in zip(keys, b_list):
-                    self._bucket_set(b).add(key)
-        else:
-            nb = self.n_buckets
-            for r, (key, b) in enumerate(zip(keys, buckets.tolist())):
-                lo = b - nb + 1
-                if any(key in s for sb, s in seen if sb >= lo):
-                    dup[r] = True
-                else:
-                    self._bucket_set(b).add(key)
-        # forget buckets past the retention of the latest one (no later record can see them)
-        while seen and seen[0][0] < last_bucket - self.n_buckets + 1:
-            seen.popleft()
-        return dup
-
-    def _bucket_set(self, b: int) -> set:
-        seen = self.seen
-        if not seen or seen[-1][0] != b:
-            seen.append((b, set()))
-        return seen[-1][1]
 
     # ------------------------------------------------------------------ end of input
     def finish(self) -> None:
