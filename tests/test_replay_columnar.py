@@ -248,9 +248,10 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.fixed_dictionaries({
     "instance": st.integers(0, 10**6), "feature": st.text(max_size=6),
-    "value": st.one_of(finite, st.none(), st.text(max_size=4), st.floats()),
+    "value": st.one_of(finite, st.none(), st.text(max_size=4), st.floats(), st.integers(-2**70, 2**70)),
     "rule": st.sampled_from(["zscore", "range", "iqr", "unseen", "mahalanobis"]),
-    "score": st.one_of(finite, st.floats()), "threshold": finite}), max_size=5))
+    "score": st.one_of(finite, st.floats(), st.floats(1e-6, 1e-3), st.floats(1e14, 1e17)),
+    "threshold": finite}), max_size=5))
 def test_outlier_records_text_is_json_dumps(hits):
     from modelmonitor.tools.replay.fastjson import hits_text
     assert hits_text(hits) == json.dumps(hits, separators=(",", ":"))

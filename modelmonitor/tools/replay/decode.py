@@ -276,14 +276,19 @@ class ChunkDecoder:
             return
         offsets = np.concatenate([[0], np.cumsum(out.n[req])])
         owners = np.searchsorted(offsets, [o["instance"] for o in found], side="right") - 1
+        firsts, records_of = offsets[owners].tolist(), req[owners].tolist()
         by_record: dict[int, list] = {}
-        for o, j in zip(found, owners.tolist()):
-            o["instance"] -= int(offsets[j])
-            by_record.setdefault(int(req[j]), []).append(o)
+        for o, first, r in zip(found, firsts, records_of):
+            o["instance"] -= first
+            hits = by_record.get(r)
+            if hits is None:
+                by_record[r] = [o]
+            else:
+                hits.append(o)
         records = list(by_record)
-        t_texts = rfc3339_column(np.maximum(out.t[records], 0)) if self.text.usable else None
-        for j, (r, hits) in enumerate(by_record.items()):
-            t = int(out.t[r])
+        times = out.t[records]
+        t_texts = rfc3339_column(np.maximum(times, 0)) if self.text.usable else None
+        for j, ((r, hits), t) in enumerate(zip(by_record.items(), times.tolist())):
             if t == NO_TIME:
                 out.outliers.append((r, hits))       # its event time is the clock: serialised later
                 continue

@@ -12,6 +12,7 @@ import json
 from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
+import orjson
 
 from modelmonitor.core import events as ev
 from modelmonitor.handlers import Monitor, outlier_event
@@ -80,8 +81,26 @@ def _name(text: str) -> str:
 
 
 def hits_text(hits: list) -> str:
-    """``json.dumps(hits, separators=(",", ":"))`` for outlier records; numeric hits are
-    formatted directly (JSON writes a finite float as its repr), anything else by json."""
+    """``json.dumps(hits, separators=(",", ":"))`` for outlier records.
+
+    First orjson, whose text is the same wherever it holds no exponent, no null (orjson writes
+    NaN as null), no escape and only ASCII: both write a float in plain notation as its
+    shortest round-trip digits (Python's repr), and a float of magnitude below 1e-4 is the only
+    one orjson writes plainly and repr with an exponent (caught by ``0.0000``). Anything else
+    (e.g. ``1e-05``, ``"é"``, NaN) takes the formatting below."""
+    try:
+        text = orjson.dumps(hits)
+    except TypeError:       # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
+        return _hits_text_slow(hits)
+    if text.isascii() and not (b"e-" in text or b"e+" in text or b"null" in text or b"\\" in text
+                               or b"0.0000" in text or b"Infinity" in text or b"NaN" in text):
+        return text.decode()
+    return _hits_text_slow(hits)
+
+
+def _hits_text_slow(hits: list) -> str:
+    """Numeric hits formatted directly (JSON writes a finite float as its repr), anything else
+    by json."""
     parts = []
     for h in hits:
         v, sc, th, i = h["value"], h["score"], h["threshold"], h["instance"]
