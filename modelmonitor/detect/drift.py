@@ -24,9 +24,10 @@ from modelmonitor.core import spec as _spec
 from modelmonitor.detect import quantile_sketch as _qs
 from modelmonitor.detect.alert_policy import evaluate_alert
 from modelmonitor.detect.categorical import UNSEEN, categorical_bins, categorical_scores
-from modelmonitor.detect.metrics import (EPS, _non_negative, bin_centres, chi_square, hellinger,
-                                         jensen_shannon, kolmogorov_smirnov, kullback_leibler,
-                                         numerical_bins, psi, smooth, wasserstein, wasserstein_norm)
+from modelmonitor.detect.metrics import (EPS, PROBABILITY_METRICS, _non_negative, bin_centres, binned_pair,
+                                         chi_square, hellinger, jensen_shannon, kolmogorov_smirnov,
+                                         kullback_leibler, numerical_bins, probability_wasserstein, psi, smooth,
+                                         smooth_counts, wasserstein, wasserstein_norm)
 from modelmonitor.detect.multivariate import multivariate_scores
 from modelmonitor.detect.window_rules import WINDOW_RULES, window_rule_scores
 
@@ -42,6 +43,8 @@ METRICS = tuple(_spec.DETECTORS)
 """Detector names, as in the ModelMonitor spec and the ``drift.measured`` records."""
 
 _SKETCHED = {"wasserstein", "wassersteinNorm", "kolmogorovSmirnov"}
+#: Binned metrics always computed from the bins, in the order drift.measured lists them.
+_BINNED = ("jensenShannon", "kullbackLeibler", "psi", "hellinger")
 
 
 def _sketched_scores(name: str, window_feature: Mapping, baseline_feature: Mapping,
@@ -75,23 +78,23 @@ def _baseline_stddev(name: str, baseline_feature: Mapping) -> float:
 
 def _numerical_scores(name: str, window_feature: Mapping, baseline_feature: Mapping,
                       wanted: set[str]) -> dict[str, dict[str, Any]] | None:
-    win, base, edges = numerical_bins(window_feature.get("histogram"), baseline_feature, name)
+    # The baseline side is validated and smoothed once per baseline (metrics.baseline_bins), the
+    # window's counts once here; the metrics then run on the two probability vectors unchecked.
+    win, base = binned_pair(window_feature.get("histogram"), baseline_feature, name)
     if win.sum() == 0:
         return None
-    p, q = smooth(win), smooth(base)
+    p, q = smooth_counts(win), base.q
     rules = window_rule_scores(window_feature, baseline_feature, wanted & set(WINDOW_RULES), name)
-    binned = {"jensenShannon": jensen_shannon, "kullbackLeibler": kullback_leibler, "psi": psi,
-              "hellinger": hellinger}
-    scores = {metric: {"value": fn(p, q)} for metric, fn in binned.items() if metric in wanted}
+    scores = {metric: {"value": PROBABILITY_METRICS[metric](p, q)} for metric in _BINNED if metric in wanted}
     scores.update(rules)
     sketched = _sketched_scores(name, window_feature, baseline_feature, wanted)
     if sketched is not None:
         scores.update(sketched)
         return scores
     if "kolmogorovSmirnov" in wanted:
-        scores["kolmogorovSmirnov"] = {"value": kolmogorov_smirnov(p, q)}
+        scores["kolmogorovSmirnov"] = {"value": PROBABILITY_METRICS["kolmogorovSmirnov"](p, q)}
     if wanted & {"wasserstein", "wassersteinNorm"}:
-        w1 = wasserstein(p, q, edges)
+        w1 = probability_wasserstein(p, q, base.steps)
         scores["wasserstein"] = {"value": w1}
         if "wassersteinNorm" in wanted:
             sd = _baseline_stddev(name, baseline_feature)

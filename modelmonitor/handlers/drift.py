@@ -16,27 +16,34 @@ from modelmonitor.detect.drift import evaluate_alert, measure_drift, measure_mul
 from modelmonitor.handlers.monitor import (Monitor, Rejected, check_attributes, check_clock_skew, check_event_time,
                                            event_data)
 class AlertState:
-    """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write."""
+    """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write.
+
+    Two round trips per update: GET the state, then a compare-and-set script that writes the new
+    state only if the key still holds what was read (else the update runs again on the new state)."""
+
+    #: KEYS[1] the state; ARGV[1] "1" when it was absent, ARGV[2] what was read, ARGV[3] the new state.
+    _COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if (ARGV[1] == '1' and current == false) or (ARGV[1] == '0' and current == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
 
     def __init__(self, client, monitor: str):
         self.client = client
         self.key = "{mm:%s}:alert" % monitor
+        self._compare_and_set = client.register_script(self._COMPARE_AND_SET)
 
     def update(self, fn: Callable[[dict | None], tuple[dict, Any]]) -> Any:
-        import redis
         while True:
-            with self.client.pipeline() as pipe:
-                try:
-                    pipe.watch(self.key)
-                    raw = pipe.get(self.key)
-                    state = json.loads(raw) if raw else None
-                    new_state, result = fn(state)
-                    pipe.multi()
-                    pipe.set(self.key, json.dumps(new_state))
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+            raw = self.client.get(self.key)
+            state = json.loads(raw) if raw else None
+            new_state, result = fn(state)
+            if self._compare_and_set(keys=[self.key], args=["1" if raw is None else "0", raw or b"",
+                                                            json.dumps(new_state)]):
+                return result
 
 
 class MemoryAlertState:

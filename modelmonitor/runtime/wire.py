@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from typing import Any, Mapping
 
 from cloudevents.core.bindings import http as ce_http
@@ -62,6 +63,28 @@ def format_time(value: _dt.datetime) -> str:
     return value.isoformat()
 
 
+# What the domain writes (events.ms_to_rfc3339, format_time): read by the standard library's
+# fromisoformat, which gives the same instant and offset as dateutil's isoparse ~10x faster.
+_PLAIN_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+
+
+def parse_time(text: str) -> _dt.datetime:
+    """An RFC 3339 timestamp as the SDK holds it (what dateutil's ``isoparse`` reads, which the
+    SDK uses itself; plain forms take a faster path to the same datetime).
+
+    >>> parse_time("2026-01-01T00:00:00.123Z") == isoparse("2026-01-01T00:00:00.123Z")
+    True
+    >>> parse_time("2026-01-01T24:00:00Z")            # isoparse's reading of midnight at the end
+    datetime.datetime(2026, 1, 2, 0, 0, tzinfo=tzutc())
+    """
+    if _PLAIN_RFC3339.fullmatch(text):
+        try:
+            return _dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return isoparse(text)
+
+
 def from_sdk(event: Any) -> Event:
     """The domain event of an SDK event (attributes copied, ``time`` as text, data shared)."""
     attrs = dict(event.get_attributes())
@@ -81,7 +104,7 @@ def to_sdk(event: Event) -> SdkEvent:
     t = attrs.get("time")
     if isinstance(t, str):
         try:
-            attrs["time"] = isoparse(t)
+            attrs["time"] = parse_time(t)
         except (ValueError, OverflowError):
             raise NotACloudEvent(f"attribute 'time' is not an RFC 3339 timestamp: {t!r}") from None
     data = event.data

@@ -83,7 +83,8 @@ def make_events(n: int, rows: int, now_ms: int) -> dict[str, list[Event]]:
         logger.append(e)
         instances.append(ingest(mon, e, now_ms))
     windows = []
-    start = (now_ms - 600_000) // 15_000 * 15_000
+    # Every window ends before now (a window.closed from the future is refused), one after the other.
+    start = (now_ms - (n + 2) * 15_000) // 15_000 * 15_000
     sample = np.asarray([r for e in instances[:50] for r in e.data["instances"]], dtype=float)
     bfeat = mon.baseline["features"]
     for k in range(n):
