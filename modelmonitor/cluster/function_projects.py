@@ -39,7 +39,7 @@ IMAGE_TEMPLATE = "ghcr.io/modelmonitor/modelmonitor-{role}:" + VERSION
 def build_wheel(out_dir: Path, repo: Path = REPO_ROOT) -> Path:
     """The modelmonitor wheel of ``repo``, built into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(repo)],
+    subprocess.run([sys.executable, "-P", "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(repo)],
                    check=True)
     wheel = out_dir / WHEEL_NAME
     if not wheel.is_file():

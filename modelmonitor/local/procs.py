@@ -1,7 +1,8 @@
 """Supervision of function processes for the local broker (`modelmonitor run`) and tests.
 
-A `FunctionProcess` is one `python -m modelmonitor.runtime.serve ...` child process bound to
-one loopback port; a `FunctionPool` is several replicas of the same function (the local stand-in
+A `FunctionProcess` is one `python -P -m modelmonitor.runtime.serve ...` child process bound
+to one loopback port (``-P``: the working directory is not put on ``sys.path``, so a folder named
+``state/`` or ``modelmonitor/`` where `modelmonitor run` was started cannot shadow the packages); a `FunctionPool` is several replicas of the same function (the local stand-in
 for a Knative Service scaled to N pods). The port is chosen once, when the object is built, so
 `url` stays valid across `restart()` and can be handed to the broker before the process runs.
 
@@ -102,7 +103,9 @@ class FunctionProcess:
         return self._proc.poll() if self._proc else None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", SERVE_MODULE, *self.args,
+        # -P (safe path): `-m` would put the working directory first on sys.path, and any folder
+        # there named like a top-level package (`state/`, even empty) would be imported instead.
+        return [sys.executable, "-P", "-m", SERVE_MODULE, *self.args,
                 "--host", self.host, "--port", str(self.port)]
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def replay_process(monitor: str, inp: str, out: str, *extra: str) -> dict:
     """Run `modelmonitor replay` as its own process; wall and CPU time of everything it ran."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "modelmonitor.tools.cli", "replay", monitor, "--input", inp,
+    done = subprocess.run([sys.executable, "-P", "-m", "modelmonitor.tools.cli", "replay", monitor, "--input", inp,
                            "--output", out, "--quiet", "--json", *extra], capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
