@@ -637,7 +637,7 @@ def test_window_rejects_bad_layouts(features, edges, known, message):
 
 
 @pytest.mark.parametrize("module", ["aggregate", "count", "total", "extremes", "moments", "quantiles",
-                                    "histogram", "comoments", "categories", "window"])
+                                    "histogram", "comoments", "categories", "window", "window_record"])
 def test_docstring_examples_run(module):
     import importlib
     result = doctest.testmod(importlib.import_module(f"modelmonitor.stats.{module}"), optionflags=doctest.ELLIPSIS)

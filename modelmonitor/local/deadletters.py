@@ -15,7 +15,7 @@ from typing import Iterator
 
 from modelmonitor.local.broker import RedisStreamLog
 from modelmonitor.local.redis_server import RedisServer, connect
-from modelmonitor.local.runner import RUN_FILE, default_state_dir, run_alive
+from modelmonitor.local.run_state import RUN_FILE, default_state_dir, run_alive
 
 
 @contextlib.contextmanager

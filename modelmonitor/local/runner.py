@@ -29,16 +29,16 @@ from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
 from modelmonitor.local.broker import LocalBroker, RedisStreamLog, load_triggers
 from modelmonitor.handlers import Monitor
-from modelmonitor.local.procs import SERVE_MODULE, FunctionPool, FunctionStartError, free_port
+from modelmonitor.local.procs import FunctionPool, FunctionStartError, free_port
 from modelmonitor.local.redis_server import RedisServer, connect
+from modelmonitor.local.run_state import (RUN_FILE, RunStateBusyError, default_state_dir, process_start_time,
+                                          reap_previous_run)
 from modelmonitor.local.supervisor import Supervisor
 from modelmonitor.cluster.wiring import render_broker, render_ping_source, render_wiring, roles_for
 from modelmonitor.core.spec import load_monitor
 
 log = logging.getLogger("modelmonitor.run")
 
-#: In the state dir while a run uses it: its pid and its child processes' pids.
-RUN_FILE = "run.json"
 #: Seconds a function process may take to answer its readiness probe (imports are slow on a
 #: busy machine).
 READY_TIMEOUT = 60.0
@@ -210,7 +210,7 @@ class LocalRun:
         state dir can end what a killed run left behind."""
         if not self.state_dir:
             return
-        doc = {"pid": os.getpid(), "started": _started(os.getpid()), "logRedisUrl": self.redis_server.url if self.redis_server else None,
+        doc = {"pid": os.getpid(), "started": process_start_time(os.getpid()), "logRedisUrl": self.redis_server.url if self.redis_server else None,
                "children": ([self.redis_server.proc.pid] if self.redis_server and self.redis_server.proc else [])
                + [p.pid for pool in self.pools.values() for p in pool if p.pid]}
         path = os.path.join(self.state_dir, RUN_FILE)
@@ -291,79 +291,6 @@ def alert_line(event: Event) -> str:
     return (f"ALERT {d.get('severity', '?')}: {d.get('monitor', event.get('monitor'))} drifted in "
             f"window {w.get('start', '?')} .. {w.get('end', '?')} ({d.get('count', '?')} instances; "
             f"features {', '.join(d.get('driftedFeatures') or []) or '?'}): {d.get('reason', '')}")
-
-
-def default_state_dir(spec) -> str:
-    """Where `modelmonitor run` keeps a monitor's broker log (and private Redis) by default:
-    $XDG_STATE_HOME/modelmonitor/<namespace>/<monitor> (~/.local/state/...)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "modelmonitor", spec.namespace, spec.name)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _started(pid: int) -> str | None:
-    """A process' start time (clock ticks since boot): with the pid, it tells a process from a
-    later one that got the same pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def run_alive(doc: dict) -> bool:
-    """Whether the run a run file describes is still running."""
-    pid = int(doc.get("pid") or 0)
-    return bool(pid) and _pid_alive(pid) and _started(pid) == doc.get("started")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def reap_previous_run(state_dir: str) -> None:
-    """End the processes a killed run left behind on this state dir (its functions would keep
-    closing windows, its redis-server holds the log's files); refuse while that run lives."""
-    path = os.path.join(state_dir, RUN_FILE)
-    try:
-        with open(path) as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return
-    pid = int(doc.get("pid") or 0)
-    if pid != os.getpid() and run_alive(doc):
-        raise RunStateBusyError(f"another modelmonitor run (pid {pid}) uses the state dir {state_dir}; "
-                                f"stop it first or pass another --state-dir")
-    for child in doc.get("children") or []:
-        cmd = _cmdline(int(child))
-        if SERVE_MODULE in cmd or "redis-server" in cmd:
-            log.warning("ending pid %d left behind by a run that was killed (%s)", child, cmd.strip()[:80])
-            with contextlib.suppress(ProcessLookupError):
-                # redis-server flushes its AOF on SIGTERM; functions hold nothing unwritten.
-                os.kill(int(child), signal.SIGTERM if "redis-server" in cmd else signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _pid_alive(int(child)) and "redis-server" in _cmdline(int(child)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-class RunStateBusyError(RuntimeError):
-    """The state dir belongs to a run that is still running."""
 
 
 def parse_replicas(items: list[str]) -> dict[str, int]:

@@ -41,7 +41,6 @@ True
 """
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from typing import Any, Collection, Iterable, Mapping, Sequence
@@ -49,9 +48,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 from modelmonitor.core import spec
-from modelmonitor.detect.quantile_sketch import encode_kll
-from modelmonitor.stats._codec import (_DDOF, _F8, _VERSION, _check_finite, _float_values, _is_number, _plain,
-                                       percentile_key)
+from modelmonitor.stats._codec import _F8, _VERSION, _check_finite, _float_values, _is_number
 from modelmonitor.stats.categories import CategoryCounts, _known_set
 from modelmonitor.stats.comoments import CoMoments
 from modelmonitor.stats.count import Count
@@ -60,6 +57,7 @@ from modelmonitor.stats.histogram import Histogram
 from modelmonitor.stats.moments import Moments
 from modelmonitor.stats.quantiles import Quantiles
 from modelmonitor.stats.total import Sum
+from modelmonitor.stats.window_record import categorical_record, comoment_records, ddof_of, numerical_record
 
 
 class _NumericalStats:
@@ -367,29 +365,19 @@ class WindowAggregate:
     # -- result ---------------------------------------------------------------------------------
 
     def finalize(self, stats: spec.StatsSpec | None = None) -> dict:
-        """The ``window.closed`` statistics: ``{"count", "features", "covariance", "correlation"}``."""
+        """The ``window.closed`` statistics: ``{"count", "features", "covariance", "correlation"}``
+        (the records are built in :mod:`modelmonitor.stats.window_record`)."""
         stats = stats if stats is not None else spec.StatsSpec()
-        ddof = _ddof(stats.stddev_type, "stddev")
+        ddof = ddof_of(stats.stddev_type, "stddev")
         features: dict[str, dict] = {}
         numerical = iter(self._numerical_stats)
         categorical = iter(self._category_counts)
         for f in self.features:
             if f.type == spec.NUMERICAL:
-                features[f.name] = _numerical_record(next(numerical), stats, ddof)
+                features[f.name] = numerical_record(next(numerical), stats, ddof)
             else:
-                counts = next(categorical)
-                features[f.name] = {"count": counts.count, "categories": counts.get(),
-                                    "unseenShare": _plain(counts.unseen_share), "missing": counts.missing}
-                if not counts.exact:  # past the exact bound: what the sketch does not list
-                    features[f.name]["other"] = counts.other
-        names = [f.name for f in self.numerical]
-        covariance = correlation = None
-        if self._comoments is not None:
-            if stats.covariance:
-                matrix = self._comoments.covariance(_ddof(stats.covariance_type, "covariance"))
-                covariance = {"features": names, "matrix": matrix}
-            if stats.correlation:
-                correlation = {"features": list(names), "matrix": self._comoments.correlation()}
+                features[f.name] = categorical_record(next(categorical))
+        covariance, correlation = comoment_records(self._comoments, [f.name for f in self.numerical], stats)
         return {"count": self.count, "features": features, "covariance": covariance, "correlation": correlation}
 
     def __repr__(self) -> str:
@@ -415,12 +403,6 @@ def _check_layout(features: Sequence[spec.Feature]) -> tuple:
     return out
 
 
-def _ddof(kind: str, what: str) -> int:
-    if kind not in _DDOF:
-        raise ValueError(f"{what} type {kind!r} is not sample or population")
-    return _DDOF[kind]
-
-
 def _check_categories(column: Sequence, name: str) -> None:
     try:
         kinds = set(map(type, column))
@@ -444,29 +426,3 @@ def _numeric_column(column: Sequence, name: str) -> np.ndarray:
     except OverflowError:
         raise ValueError(f"feature {name!r} (numerical): a value is too large for a 64-bit float") from None
     return _float_values(values, f"feature {name!r}")
-
-
-def _numerical_record(stats: _NumericalStats, spec_: spec.StatsSpec, ddof: int) -> dict:
-    wanted = [float(q) for q in spec_.percentiles]
-    needed = sorted(set(wanted) | ({25.0, 75.0} if spec_.iqr else set()))
-    values = dict(zip(needed, stats.quantiles.percentile(needed))) if needed else {}
-    record: dict[str, Any] = {
-        "count": stats.moments.count,
-        "min": _plain(stats.min.get()),
-        "max": _plain(stats.max.get()),
-        "mean": _plain(stats.moments.mean) if stats.moments.count else None,
-        "stddev": _plain(stats.moments.stddev(ddof)),
-        "variance": _plain(stats.moments.variance(ddof)),
-        "sum": _plain(stats.sum.get()),
-        "percentiles": {percentile_key(q): _plain(values[q]) for q in wanted},
-    }
-    if spec_.iqr:
-        p25, p75 = values[25.0], values[75.0]
-        record["iqr"] = None if p25 is None else _plain(p75 - p25)
-    hist = stats.histogram
-    record["histogram"] = None if hist is None else {
-        "edges": hist.edges.tolist(), "counts": hist.counts.tolist()}
-    if spec_.quantile_sketch and stats.moments.count:
-        # For the drift function's exact Wasserstein-1 / KS (modelmonitor.detect.quantile_sketch).
-        record["quantileSketch"] = encode_kll(stats.quantiles.sketch)
-    return record
