@@ -10,7 +10,9 @@ Handlers block (Redis round trips, the group commit, POSTs to K_SINK), so they r
 worker threads (``MODELMONITOR_THREADS``, default 16), never on the event loop; ingest and
 outlier are pure computation and run inline unless they refuse an event (the dead letter is a
 POST). Requests that are no CloudEvent reach ``handle`` too (see :func:`install_lenient_decoding`),
-so that they get the same 400 with the reason and a dead letter as any other bad event.
+so that they get the same 400 with the reason and a dead letter as any other bad event. An
+exception that is neither a refusal nor an outage (a bug this event triggers) is answered 422
+with a dead letter, never 500: see :mod:`modelmonitor.runtime.roles`.
 
 Prometheus metrics: func-python routes every path but the health probes to ``handle``, so the
 metrics have their own port, ``MODELMONITOR_METRICS_PORT`` (unset: none), on
@@ -25,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping
 
 from modelmonitor.core.events import Event
-from modelmonitor.handlers import Rejected
 from modelmonitor.runtime import metrics, wire
-from modelmonitor.runtime.roles import DEFAULT_MAX_BODY_BYTES, ROLES, Handler, build_handler, respond
+from modelmonitor.runtime.roles import (DEFAULT_MAX_BODY_BYTES, ROLES, Handler, build_handler, failure_answer,
+                                        respond)
 
 log = logging.getLogger("modelmonitor")
 #: Roles whose handling is pure computation (no I/O unless an event is refused).
@@ -118,33 +120,38 @@ class MonitorFunction:
         if h is None:
             await _send_plain(send, 503, {"error": "function is starting"})
             return
+        try:
+            result = await self._result(h, scope)
+            if isinstance(result, Event):
+                result = wire.to_sdk(result)     # a reply that cannot be encoded is a bug too
+        except Exception as exc:   # a bug this request triggers: 422 and a dead letter, not a 500
+            result = await self._pooled(failure_answer, h, exc, scope.get("modelmonitor.event"))
+        await _answer(send, result)
+
+    async def _result(self, h: Handler, scope):
+        """The handler's answer (an Event or ``(body, status[, headers])``)."""
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
-            await self._run(send, h.reject, f"body of {length} bytes is over the "
-                            f"{self.max_body_bytes}-byte limit", None)
-            return
+            return await self._pooled(h.reject, f"body of {length} bytes is over the "
+                                      f"{self.max_body_bytes}-byte limit", None)
         if isinstance(scope["event"], Undecodable):
-            await self._run(send, h.reject, f"not a CloudEvent: {scope['event'].reason}", None,
-                            scope["event"].body[:4096])
-            return
+            return await self._pooled(h.reject, f"not a CloudEvent: {scope['event'].reason}", None,
+                                      scope["event"].body[:4096])
         try:
             event = wire.from_sdk(scope["event"])
         except wire.NotACloudEvent as err:
-            await self._run(send, h.reject, f"not a CloudEvent: {err}", None)
-            return
+            return await self._pooled(h.reject, f"not a CloudEvent: {err}", None)
+        scope["modelmonitor.event"] = event        # for the dead letter if anything below fails
         if self.role in INLINE_ROLES:
             try:
-                result = h.handle(event)
-            except Rejected as exc:
-                await self._run(send, h.reject, exc.reason, event)
-                return
-            await _answer(send, result)
-            return
-        await self._run(send, respond, h, event)
+                return h.handle(event)
+            except Exception as exc:   # refused, or a bug: the answer may POST a dead letter
+                return await self._pooled(failure_answer, h, exc, event)
+        return await self._pooled(respond, h, event)
 
-    async def _run(self, send, fn, *args) -> None:
-        loop = asyncio.get_running_loop()
-        await _answer(send, await loop.run_in_executor(self.executor, fn, *args))
+    async def _pooled(self, fn, *args):
+        """``fn(*args)`` on the worker threads (it may block)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
 def _content_length(scope) -> int | None:
@@ -158,9 +165,11 @@ def _content_length(scope) -> int | None:
 
 
 async def _answer(send, result) -> None:
-    """A handler's answer as the HTTP response: an Event is the binary-mode reply."""
+    """A handler's answer as the HTTP response: an Event (or its SDK form) is the binary-mode reply."""
     if isinstance(result, Event):
-        await send.binary(wire.to_sdk(result))
+        result = wire.to_sdk(result)
+    if not isinstance(result, tuple):
+        await send.binary(result)
         return
     body, status, *rest = result
     headers = rest[0] if rest else {}

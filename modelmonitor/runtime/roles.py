@@ -4,16 +4,26 @@ per role, built from the function's configuration (:func:`build_handler`).
 ``handle(event)`` answers with an :class:`~modelmonitor.core.events.Event` (the reply, HTTP 200;
 Knative's broker re-publishes it) or ``(body, status[, headers])``: ``("", 202)`` acknowledges,
 400 with the reason refuses an event we cannot use (a dead-letter event goes to the broker), 503
-tells the broker to retry when Redis is unavailable. Events beyond the single reply are POSTed
-to the broker ingress in ``K_SINK``. Handlers block (Redis, the sink): the runtime calls them
-from worker threads.
+tells the broker to retry when a dependency is unavailable (Redis, or the broker at ``K_SINK``).
+Events beyond the single reply are POSTed to the broker ingress in ``K_SINK``. Handlers block
+(Redis, the sink): the runtime calls them from worker threads.
+
+Any other exception is a bug of ours that this event triggers (:func:`failure_answer`): retried,
+it would fail again and again (a poison message), so it is answered **422** with the reason
+``internal error: <exception type>``, dead-lettered like a refused event, counted as outcome
+``internal_error`` and logged in one line. 422 and not 500: Knative's broker retries every 5xx
+(and 404, 408, 409, 429), and no HTTP code means "our fault, do not retry"; a 422 ends the
+retries and puts the original in the Trigger's dead-letter sink, from where it can be sent again
+once the bug is fixed.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import traceback
 from typing import Callable, Mapping
 
 import redis
@@ -34,6 +44,13 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: Any Redis error (down, out of memory, read-only replica, ...): the aggregate's atomic apply
 #: wrote nothing, so a retry is safe and nothing is lost.
 UNAVAILABLE = (redis.exceptions.RedisError, ConflictError, TimeoutError)
+#: Status of an event that made a handler fail unexpectedly (see the module doc).
+INTERNAL_ERROR_STATUS = 422
+
+
+class SinkUnavailable(RuntimeError):
+    """The broker at K_SINK cannot take an event now (unreachable, refusing, or no K_SINK):
+    a dependency outage, HTTP 503, the broker redelivers the event that caused the emission."""
 
 
 #: How a Sink writes an event as a binary-mode HTTP message: ``encode(event) -> (headers, body)``.
@@ -58,11 +75,15 @@ class Sink:
 
     def send(self, event: Event) -> None:
         if not self.url:
-            raise RuntimeError("K_SINK is not set: cannot emit events beyond the reply")
+            raise SinkUnavailable("K_SINK is not set: cannot emit events beyond the reply")
         headers, body = self.encode(event)
-        resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
+        try:
+            resp = self.session.post(self.url, data=body, headers=headers, timeout=10)
+        except requests.RequestException as exc:
+            raise SinkUnavailable(f"the broker at K_SINK did not answer {event['type']}: "
+                                  f"{type(exc).__name__}") from None
         if resp.status_code >= 300:
-            raise RuntimeError(f"broker answered {resp.status_code} to {event['type']}")
+            raise SinkUnavailable(f"broker answered {resp.status_code} to {event['type']}")
         metrics.EVENTS_OUT.labels(role=self.role, type=event["type"]).inc()
 
     def send_quietly(self, event: Event) -> None:
@@ -99,6 +120,24 @@ class Handler:
         self.sink.send_quietly(dead_letter(self.mon.name, self.role, reason, original=event, raw=raw,
                                            namespace=self.mon.spec.namespace))
         return json.dumps({"error": reason}), 400, {"Content-Type": "application/json"}
+
+    def internal_error(self, exc: Exception, event: Event | None):
+        """An unexpected exception while handling ``event``: one log line, a dead letter, 422."""
+        reason = f"internal error: {type(exc).__name__}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+        # repr: attributes and messages may hold newlines; one event, one line.
+        log.error("%s: %s handling %r %r at %s: %r; answered %d and dead-lettered", self.role, reason,
+                  None if event is None else str(event.get("type"))[:200],
+                  None if event is None else str(event.get("id"))[:200], where,
+                  ev.text_safe(str(exc))[:300], INTERNAL_ERROR_STATUS)
+        self.count(metrics.EVENTS_IN, outcome="internal_error")
+        try:
+            dead = dead_letter(self.mon.name, self.role, reason, original=event, namespace=self.mon.spec.namespace)
+        except Exception:   # the original defeats even the dead letter: keep the reason
+            dead = dead_letter(self.mon.name, self.role, reason, namespace=self.mon.spec.namespace)
+        self.sink.send_quietly(dead)
+        return json.dumps({"error": reason}), INTERNAL_ERROR_STATUS, {"Content-Type": "application/json"}
 
 
 class IngestHandler(Handler):
@@ -245,7 +284,7 @@ class DriftHandler(Handler):
                 alerts.roll_back()
             except Exception as exc:  # the original failure is the one to report
                 log.warning("could not roll back the alert state: %s", exc)
-            raise  # HTTP 500: the broker redelivers the window
+            raise  # SinkUnavailable: HTTP 503, the broker redelivers the window
         if out:   # drift.measured goes out as the reply: emitted all the same
             self.count(metrics.EVENTS_OUT, type=out[0]["type"])
         return out[0] if out else ("", 202)
@@ -272,11 +311,20 @@ def build_handler(role: str, cfg: Mapping[str, str], encode: Encoder | None = No
 
 
 def respond(h: Handler, event: Event):
-    """``h.handle(event)`` with the refusals and outages turned into answers (see module doc)."""
+    """``h.handle(event)`` with the refusals, outages and bugs turned into answers (see module doc)."""
     try:
         return h.handle(event)
-    except Rejected as exc:
+    except Exception as exc:
+        return failure_answer(h, exc, event)
+
+
+def failure_answer(h: Handler, exc: Exception, event: Event | None):
+    """The answer to an exception raised while handling ``event``: 400 for a refused event, 503
+    for an unavailable dependency, 422 and a dead letter for anything else (a bug)."""
+    if isinstance(exc, Rejected):
         return h.reject(exc.reason, event)
-    except UNAVAILABLE as exc:
+    if isinstance(exc, UNAVAILABLE + (SinkUnavailable,)):
         h.count(metrics.EVENTS_IN, outcome="unavailable")
-        return json.dumps({"error": f"state store unavailable: {exc}"}), 503, {"Content-Type": "application/json"}
+        what = "broker unavailable" if isinstance(exc, SinkUnavailable) else "state store unavailable"
+        return json.dumps({"error": f"{what}: {exc}"}), 503, {"Content-Type": "application/json"}
+    return h.internal_error(exc, event)
