@@ -98,30 +98,61 @@ def _columnar(mon, read, blocks, out, stats, bar, monitor_path, baseline_path, w
                 line += len(items)
                 bar.update(done, stats.instances, stats.windows)
         else:
-            # Decoding is independent per chunk: workers decode ahead while this process applies
-            # chunks strictly in order. A bounded queue keeps memory constant.
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(monitor_path, baseline_path)) as pool:
-                queue: deque = deque()
-                ahead = 2 * workers + 1
-                # A JSON-lines file goes to the workers as blocks of whole lines (one bytes
-                # object each: nothing to split or pickle line by line here).
-                work = ((b, n, d) for b, n, d in blocks()) if blocks is not None else \
-                    ((items, len(items), d) for items, d in read())
-                for items, n_lines, done in work:
-                    queue.append((pool.submit(_decode_in_worker, items, line), done))
-                    line += n_lines
-                    while len(queue) > ahead:
-                        fut, d = queue.popleft()
-                        replay.feed(fut.result())
-                        bar.update(d, stats.instances, stats.windows)
-                while queue:
-                    fut, d = queue.popleft()
-                    replay.feed(fut.result())
-                    bar.update(d, stats.instances, stats.windows)
+            _pipelined(mon, replay, stats, bar, monitor_path, baseline_path, workers, blocks, read)
         replay.finish()
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _pipelined(mon, replay, stats, bar, monitor_path, baseline_path, workers: int, blocks, read) -> None:
+    """Decoding is independent per chunk: worker processes decode ahead while this process
+    applies chunks strictly in order. When the next chunk to apply is not decoded yet, this
+    process decodes a later one itself instead of waiting, so every core stays busy whichever
+    side is slower. Bounded queues keep memory constant."""
+    from concurrent.futures import Future
+    from modelmonitor.tools.replay.decode import ChunkDecoder
+    decoder = ChunkDecoder(mon)
+    ahead = 2 * workers + 1
+    most = 4 * ahead                                      # chunks decoded or in flight
+    # A JSON-lines file goes to the workers as blocks of whole lines (one bytes object each:
+    # nothing to split or pickle line by line here).
+    work = iter(blocks()) if blocks is not None else ((items, len(items), d) for items, d in read())
+    line = 1
+    queue: deque = deque()                                # (Future | Decoded, bytes done)
+    in_flight = 0
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(monitor_path, baseline_path)) as pool:
+        exhausted = False
+        while True:
+            while not exhausted and in_flight < ahead and len(queue) < most:
+                nxt = next(work, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                items, n_lines, done = nxt
+                queue.append((pool.submit(_decode_in_worker, items, line), done))
+                line += n_lines
+                in_flight += 1
+            if not queue:
+                return
+            head, done = queue[0]
+            if isinstance(head, Future) and not head.done() and not exhausted and len(queue) < most:
+                nxt = next(work, None)
+                if nxt is None:
+                    exhausted = True
+                else:
+                    items, n_lines, d = nxt
+                    if isinstance(items, bytes):
+                        items = block_lines(items)
+                    queue.append((decoder.decode(items, line), d))
+                    line += n_lines
+                continue
+            queue.popleft()
+            if isinstance(head, Future):
+                in_flight -= 1
+                head = head.result()
+            replay.feed(head)
+            bar.update(done, stats.instances, stats.windows)
 
 
 def _per_event(mon, read, out, stats, bar, redis_url) -> None:
