@@ -133,17 +133,22 @@ class Output:
         self.count(etype)
         self.dst.write(text + "\n")
 
-    def count(self, etype: str) -> None:
+    def lines(self, etype: str, texts: list[str]) -> None:
+        """Several events of one type already serialised, written at once."""
+        self.count(etype, len(texts))
+        self.dst.write("\n".join(texts) + "\n")
+
+    def count(self, etype: str, n: int = 1) -> None:
         e = self.stats.emitted
-        e[etype] = e.get(etype, 0) + 1
+        e[etype] = e.get(etype, 0) + n
         if etype == ev.OUTLIER_DETECTED:
-            self.stats.outlier_events += 1
+            self.stats.outlier_events += n
         elif etype == ev.WINDOW_CLOSED:
-            self.stats.windows += 1
+            self.stats.windows += n
         elif etype == ev.DRIFT_DETECTED:
-            self.stats.drift_alerts += 1
+            self.stats.drift_alerts += n
         elif etype == ev.DEAD_LETTER:
-            self.stats.rejected += 1
+            self.stats.rejected += n
 
 
 class JsonAlertState:

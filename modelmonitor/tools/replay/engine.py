@@ -18,6 +18,8 @@ the late event, then the windows that line closed (each followed by its drift ev
 """
 from __future__ import annotations
 
+from operator import itemgetter
+
 import numpy as np
 
 from modelmonitor.core import events as ev
@@ -29,6 +31,8 @@ from modelmonitor.tools.replay.windows import WindowBuffers
 from state.store import Claim, WindowStore
 
 NONE = np.iinfo(np.int64).min // 4          # "no watermark yet" (below any real one)
+_ORDER = itemgetter(0, 1, 2)                # emitted: (line, priority, seq, what) in the reference's order
+_DETECTED_AT = '"detectedAtMs":%d'
 
 
 class _NoRedis:
@@ -74,9 +78,21 @@ class ColumnarReplay:
             for i, event in dec.dead:
                 j = int(np.searchsorted(rec_lines, i, side="left")) - 1
                 emit.append((i, 0, 0, ("dead", event, int(self._clock_after[j]) if j >= 0 else first_line_clock)))
-        emit.sort(key=lambda x: (x[0], x[1], x[2]))
+        emit.sort(key=_ORDER)
+        # Consecutive outlier events already serialised are written at once.
+        texts: list[str] = []
+        mark = _DETECTED_AT % CLOCK_MARK
         for item in emit:
-            self._emit(item[3])
+            what = item[3]
+            if what[0] == "outlier" and type(what[3]) is str:
+                texts.append(what[3].replace(mark, _DETECTED_AT % what[5], 1))
+                continue
+            if texts:
+                self.out.lines(ev.OUTLIER_DETECTED, texts)
+                texts = []
+            self._emit(what)
+        if texts:
+            self.out.lines(ev.OUTLIER_DETECTED, texts)
         self.lines += dec.lines
 
     def _records(self, dec: Decoded, emit: list) -> None:
@@ -153,8 +169,11 @@ class ColumnarReplay:
         else:
             self.late = int(late_cum[-1])
         # -- outliers found by the decoder
-        for r, what in dec.outliers:
-            emit.append((int(dec.line[r]), 1, 0, ("outlier", dec, r, what, int(t[r]), int(clock_after[r]))))
+        if dec.outliers:
+            rs = np.fromiter((r for r, _ in dec.outliers), np.int64, len(dec.outliers))
+            emit.extend((line, 1, 0, ("outlier", dec, r, what, tr, clock))
+                        for (r, what), line, tr, clock in zip(dec.outliers, dec.line[rs].tolist(), t[rs].tolist(),
+                                                              clock_after[rs].tolist()))
         self.clock = int(clock_after[-1])
         if accepted.any():
             self.max_t = int(max_run[-1])
@@ -180,8 +199,7 @@ class ColumnarReplay:
         elif kind == "outlier":
             _, dec, r, found, t, clock = what
             if isinstance(found, str):
-                out.line(ev.OUTLIER_DETECTED, found.replace('"detectedAtMs":%d' % CLOCK_MARK,
-                                                            '"detectedAtMs":%d' % clock, 1))
+                out.line(ev.OUTLIER_DETECTED, found.replace(_DETECTED_AT % CLOCK_MARK, _DETECTED_AT % clock, 1))
             else:
                 typ, source, lid = dec.keys[r]
                 out.event(outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, found, clock),
