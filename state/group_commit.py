@@ -9,23 +9,31 @@ new requests pile up and form the next batch, so batches grow with load by thems
 >>> gc = GroupCommitter(lambda items: [x * 2 for x in items])
 >>> gc.submit(21)
 42
+>>> done = threading.Event()
+>>> gc.submit_nowait(1, lambda result, error: done.set())
+>>> done.wait(5)
+True
 >>> gc.close()
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any, Callable, Sequence
 
+log = logging.getLogger("modelmonitor.group_commit")
+
 
 class _Slot:
-    __slots__ = ("item", "result", "error", "done")
+    __slots__ = ("item", "result", "error", "done", "then")
 
-    def __init__(self, item: Any):
+    def __init__(self, item: Any, then: Callable[[Any, BaseException | None], None] | None = None):
         self.item = item
         self.result = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.then = then
 
 
 class GroupCommitter:
@@ -40,13 +48,21 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any, timeout: float | None = 30.0) -> Any:
-        slot = _Slot(item)
+    def _enqueue(self, slot: _Slot) -> None:
         with self._cv:
             if self._closed:
                 raise RuntimeError("group committer is closed")
             self._queue.append(slot)
             self._cv.notify()
+
+    def submit_nowait(self, item: Any, then: Callable[[Any, BaseException | None], None]) -> None:
+        """Queue `item` without waiting; the committer thread calls `then(result, error)` once
+        its batch is committed (items are committed in the order they were queued)."""
+        self._enqueue(_Slot(item, then))
+
+    def submit(self, item: Any, timeout: float | None = 30.0) -> Any:
+        slot = _Slot(item)
+        self._enqueue(slot)
         if not slot.done.wait(timeout):
             raise TimeoutError("commit did not finish in time")
         if slot.error is not None:
@@ -74,6 +90,11 @@ class GroupCommitter:
                 self._on_batch(len(batch))
             for s in batch:
                 s.done.set()
+                if s.then is not None:
+                    try:
+                        s.then(s.result, s.error)
+                    except Exception:  # a caller's bug must not stop the committer
+                        log.exception("group commit callback failed")
 
     def close(self) -> None:
         with self._cv:

@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("bench", "measure throughput and latency against the targets")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    s.add_argument("--http-only", action="store_true",
+                   help="only the HTTP pipeline runs (steady and at 1,000 events/s offered)")
     output_option(s, "also write the results as JSON to this file", dest="out")
     s.set_defaults(func=cmd_bench)
     return p

@@ -8,9 +8,9 @@ broker as far as the functions can tell:
   function's K_SINK can point here). 202 once the event is recorded in the broker log, 400 for
   a body that is no CloudEvent, 404 for another path, 413 above `max_body_bytes`, 503 when the
   log cannot take it (full or unreachable).
-* **Log**: accepted events are appended to a log (`log.RedisStreamLog`: a Redis Stream per
-  broker, a consumer group per Trigger, durable; `log.MemoryLog` when embedded without Redis)
-  and kept in wire form (`wire`): the bytes that came in are the bytes delivered.
+* **Log**: accepted events are appended to the log of each Trigger whose filter they pass
+  (`log.RedisStreamLog`: a Redis Stream per Trigger read by a consumer group, durable;
+  `log.MemoryLog` when embedded without Redis) and kept in wire form (`wire`): the bytes that came in are the bytes delivered.
 * **Triggers**: `spec.filter.attributes` (exact match, attributes and extensions; an empty
   value matches anything) or the newer `spec.filters` (exact, prefix, suffix, all, any, not;
   cesql is refused with a clear error). When `filters` is given, `filter` is ignored, as in
@@ -29,7 +29,8 @@ broker as far as the functions can tell:
   event goes to the local dead-letter log (`log.dead_letters()`, `log.redrive()`): a dead
   letter is never dropped.
 * **Restarts**: an event is acknowledged in its Trigger's group only after it was delivered
-  (its reply appended in the same transaction) or dead-lettered; after a restart the
+  (its reply appended in the same transaction; written in batches without holding up the next
+  delivery) or dead-lettered; after a restart the
   unacknowledged events are delivered again (at least once), in log order for ordered Triggers.
 * **Delivery spec**: a Trigger's own fields win, field by field, over the Broker's
   `spec.delivery`, which wins over Knative's defaults (10 retries, exponential, PT0.2S); the
@@ -61,7 +62,8 @@ from modelmonitor.local.broker.filters import (AllFilter, AnyFilter, AttributesF
                                                ExactFilter, MatchAll, NotFilter, PrefixFilter,
                                                SuffixFilter, event_attributes, parse_filter)
 from modelmonitor.local.broker.local_broker import LocalBroker
-from modelmonitor.local.broker.log import DeadLetter, MemoryLog, RedisStreamLog
+from modelmonitor.local.broker.log import DeadLetter, RedisStreamLog
+from modelmonitor.local.broker.memory_log import MemoryLog
 from modelmonitor.local.broker.targets import (ERROR_CODE, ERROR_DATA, ERROR_DATA_LIMIT, ERROR_DEST,
                                                RETRYABLE_4XX, parse_reply)
 from modelmonitor.local.broker.wire import to_binary_http

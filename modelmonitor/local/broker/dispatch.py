@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modelmonitor.core.backoff import backoff_delay
 from modelmonitor.local.broker.config import DeliverySpec, Trigger
@@ -35,6 +35,8 @@ TRIGGER_COUNTERS = ("matched", "delivered", "replies", "retried", "dead_lettered
 READ_BATCH = 128
 #: How long a reader waits in the log for new entries before looking at its stop flag.
 READ_BLOCK_MS = 500
+#: Seconds between two looks at a full dead-letter log.
+DEAD_LETTER_FULL_WAIT_S = 2.0
 _STOP = object()
 
 
@@ -68,8 +70,8 @@ class TriggerDispatcher:
         self._stop = threading.Event()
 
     # -- matching -----------------------------------------------------------------------------
-    def wants(self, attrs: dict[str, str], only: str | None) -> bool:
-        return (only is None or only == self.name) and self.trigger.filter.matches(attrs)
+    def wants(self, attrs: Mapping[str, str]) -> bool:
+        return self.trigger.filter.matches(attrs)
 
     # -- threads ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,7 +127,9 @@ class TriggerDispatcher:
                 continue
             skipped = []
             for entry in entries:
-                if not self.wants(wire_attributes(entry.headers), entry.only):
+                # Filtered at append time; checked again for entries moved from an earlier
+                # version's shared log (cheap: the attributes are in the headers).
+                if not self.wants(wire_attributes(entry.headers)):
                     skipped.append(Completion(self.name, entry.id))
                     continue
                 self.broker._count_trigger(self, "matched")
@@ -142,7 +146,7 @@ class TriggerDispatcher:
                     else:
                         self.broker._inflight(-1)  # left unacknowledged: read again next start
             if skipped:
-                self._complete(skipped)
+                self._acknowledge(skipped)
 
     def _work_loop(self) -> None:
         while True:
@@ -152,35 +156,41 @@ class TriggerDispatcher:
             self._handle(entry)
 
     def _handle(self, entry: Entry) -> None:
+        completion = None
         try:
             if self._stopping():
                 self.broker._count_trigger(self, "abandoned")
                 return
             completion = self._deliver(entry)
-            if completion is not None and self._complete([completion]):
-                self.broker._recorded_replies(completion.replies)
+            if completion is not None:
+                self._acknowledge([completion], completion.replies, inflight=1)
         except Exception:
             log.exception("delivery to Trigger %s failed unexpectedly; the event stays in the "
                           "log and is delivered again when the broker restarts", self.name)
         finally:
-            self.broker._inflight(-1)
+            if completion is None:
+                self.broker._inflight(-1)
 
-    def _complete(self, completions: list[Completion]) -> bool:
-        """Record completions durably, retrying while the log's store is down; False when the
-        broker stopped first (the entries are then read again at the next start)."""
-        warned = False
-        while True:
+    def _acknowledge(self, completions: list[Completion], replies: list[Entry] = (),
+                     inflight: int = 0) -> None:
+        """Record completions durably without waiting for the write: the committer writes them
+        in the order given, in batches, retrying while the log's store is down, and the next
+        delivery does not wait for this one's fsync. Until written the entries stay pending in
+        the log (a crash before then delivers them again: at least once). `inflight` events
+        end when written (or when the broker stopped first)."""
+        dead = sum(c.dead_letter is not None for c in completions)
+
+        def recorded(_result, error) -> None:
             try:
-                self.broker._completer.submit(completions)
-                return True
-            except Exception as err:
-                if self.broker._abandon.is_set():
-                    return False
-                if not warned:
-                    log.warning("Trigger %s cannot acknowledge in the broker log (%s); "
-                                "retrying", self.name, err)
-                    warned = True
-                self.broker._abandon.wait(0.5)
+                if error is None:
+                    self.broker._recorded_replies(replies)
+            finally:
+                self.broker._inflight(-inflight)
+                self.broker._release_dead_letters(dead)
+        try:
+            self.broker._completer.submit_nowait(completions, recorded)
+        except RuntimeError:   # the broker stopped: read again at the next start
+            recorded(None, RuntimeError("stopped"))
 
     # -- one delivery -------------------------------------------------------------------------
     def _send_with_retries(self, target, headers: dict[str, str], body: bytes,
@@ -216,7 +226,8 @@ class TriggerDispatcher:
                                 "the broker %d times (a reply loop?)", headers.get("ce-id"),
                                 headers.get("ce-type"), self.name, entry.hops + 1)
                 else:
-                    replies.append(Entry("", headers, body, entry.hops + 1))
+                    replies.append(Entry("", headers, body, entry.hops + 1,
+                                         self.broker.matching(wire_attributes(headers))))
             return Completion(self.name, entry.id, replies)
         if abandoned:
             self.broker._count_trigger(self, "abandoned")
@@ -237,6 +248,9 @@ class TriggerDispatcher:
             self.broker._count("dead_letter_failed")
             reason += (f"; the deadLetterSink {dl_outcome.destination} failed too "
                        f"({dl_outcome.status or 'no response'})")
+        if not self._wait_for_dead_letter_room():
+            self.broker._count_trigger(self, "abandoned")
+            return None
         self.broker._count_trigger(self, "dead_letter_logged")
         log.warning("event %s (type %s) for Trigger %s kept in the local dead-letter log after "
                     "%s: %s (`modelmonitor deadletters list` shows it, `modelmonitor "
@@ -245,6 +259,26 @@ class TriggerDispatcher:
         dead = DeadLetter("", self.name, f"{why}: {reason}", outcome.status, outcome.destination,
                           int(time.time() * 1000), Entry(entry.id, entry.headers, entry.body))
         return Completion(self.name, entry.id, dead_letter=dead)
+
+    def _wait_for_dead_letter_room(self) -> bool:
+        """Wait while the dead-letter log is full (the event stays unacknowledged in this
+        Trigger's log meanwhile); False when the broker stopped first."""
+        dlog, warned = self.broker.log, False
+        while True:
+            try:
+                if self.broker._reserve_dead_letter():
+                    return True
+                why = f"it holds {dlog.max_dead_letters} (its limit)"
+            except Exception as err:   # the log's store is down: wait as for a full log
+                why = f"it cannot be read ({err})"
+            if not warned:
+                log.warning("Trigger %s waits to dead-letter an event: the local dead-letter "
+                            "log is full, %s; `modelmonitor deadletters redrive` or `purge` "
+                            "makes room. Its undelivered events wait in the broker log.",
+                            self.name, why)
+                warned = True
+            if self.broker._abandon.wait(DEAD_LETTER_FULL_WAIT_S):
+                return False
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.counters)

@@ -18,7 +18,8 @@ from modelmonitor.local.broker.errors import (BrokerClosedError, BrokerConfigErr
                                               BrokerUnavailableError)
 from modelmonitor.local.broker.filters import AttributesFilter, MatchAll
 from modelmonitor.local.broker.ingress import IngressServer
-from modelmonitor.local.broker.log import Completion, Entry, LogFullError, MemoryLog
+from modelmonitor.local.broker.log import Completion, Entry, LogFullError
+from modelmonitor.local.broker.memory_log import MemoryLog
 from modelmonitor.local.broker.targets import _HttpTarget, _SinkTarget
 from modelmonitor.local.broker.wire import lazy_event, to_binary_http, wire_attributes
 from state.group_commit import GroupCommitter
@@ -84,6 +85,8 @@ class LocalBroker:
         self._abandon = threading.Event()
         self._inflight_lock = threading.Lock()
         self._inflight_n = 0
+        self._dead_lock = threading.Lock()
+        self._dead_on_the_way = 0
         self._counter_lock = threading.Lock()
         self._counters = dict.fromkeys(("accepted", "rejected", "unmatched", "loops_dropped",
                                         "dead_letter_failed"), 0)
@@ -255,9 +258,10 @@ class LocalBroker:
             raise BrokerClosedError(f"broker {self.namespace}/{self.name} is not running")
         headers, body = wire
         attrs = wire_attributes(headers)
-        matched = sum(1 for d in self._dispatchers if d.wants(attrs, None))
+        targets = self.matching(attrs)
+        matched = len(targets)
         if matched:
-            entry = Entry("", headers, body)
+            entry = Entry("", headers, body, 0, targets)
             try:
                 result = self._appender.submit((entry, False))
             except Exception as err:
@@ -271,6 +275,11 @@ class LocalBroker:
         self._count("accepted")
         self._notify(event if event is not None else lazy_event(headers, body))
         return matched
+
+    def matching(self, attrs: Mapping[str, str]) -> list[str]:
+        """The Triggers whose filters an event with these attributes passes (the logs it goes
+        to)."""
+        return [d.name for d in self._dispatchers if d.wants(attrs)]
 
     def _append_batch(self, items: Sequence[tuple[Entry, bool]]) -> list:
         """The ingress' group commit: one log round trip for every event waiting."""
@@ -296,8 +305,22 @@ class LocalBroker:
         return results
 
     def _complete_batch(self, items: Sequence[list[Completion]]) -> list:
-        self.log.complete([c for group in items for c in group])
-        return [None] * len(items)
+        """The deliveries' group commit, in order: retried while the log's store is down (later
+        acknowledgements wait behind), given up only when the broker is stopped."""
+        completions = [c for group in items for c in group]
+        warned = False
+        while True:
+            try:
+                self.log.complete(completions)
+                return [None] * len(items)
+            except Exception as err:
+                if self._abandon.is_set():
+                    raise
+                if not warned:
+                    log.warning("cannot acknowledge deliveries in the broker log (%s); "
+                                "retrying", err)
+                    warned = True
+                self._abandon.wait(0.5)
 
     def _recorded_replies(self, replies: list[Entry]) -> None:
         """Replies were appended with their delivery's acknowledgement: count and show them."""
@@ -311,6 +334,20 @@ class LocalBroker:
                 self.on_event(event)
             except Exception:  # a recorder's bug must not lose the event
                 log.exception("on_event callback failed")
+
+    def _reserve_dead_letter(self) -> bool:
+        """A place in the dead-letter log for one more dead letter, counting those on their way
+        (written with their acknowledgement); False when it is full."""
+        with self._dead_lock:
+            if self.log.dead_letter_count() + self._dead_on_the_way >= self.log.max_dead_letters:
+                return False
+            self._dead_on_the_way += 1
+            return True
+
+    def _release_dead_letters(self, n: int) -> None:
+        if n:
+            with self._dead_lock:
+                self._dead_on_the_way -= n
 
     def _inflight(self, delta: int) -> None:
         with self._inflight_lock:
