@@ -234,10 +234,13 @@ def run_bench(args) -> int:
         results[name] = fn(*a, **kw)
         print(f"  {json.dumps(results[name])}  ({time.perf_counter() - t:.0f} s)", flush=True)
 
-    if getattr(args, "http_only", False):
+    def http_steps():
         with tempfile.TemporaryDirectory() as tmp:
             step("httpSteady", bench_http, 100, 10 if quick else 30, tmp)
             step("httpSaturation", bench_http, 1000, 8 if quick else 20, tmp)
+
+    if getattr(args, "http_only", False):
+        http_steps()
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump(results, fh, indent=2)
@@ -260,9 +263,7 @@ def run_bench(args) -> int:
         step("windowState", bench_windows, rs.url,
              (1_000, 100_000) if quick else (1_000, 100_000, 1_000_000, 10_000_000))
         step("slidingVsTumbling", bench_sliding_vs_tumbling, rs.url, 50_000 if quick else 200_000)
-    with tempfile.TemporaryDirectory() as tmp:
-        step("httpSteady", bench_http, 100, 10 if quick else 30, tmp)
-        step("httpSaturation", bench_http, 1000, 8 if quick else 20, tmp)
+    http_steps()
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=2)
