@@ -477,7 +477,8 @@ def test_ingress_paths_and_rejections(funcs, make_broker):
     assert post(b.url, event("test.ingress")).status_code == 202
     assert b.wait_idle(10)
     stats = b.stats()
-    assert stats["accepted"] == 3 and stats["rejected"] == 5
+    assert stats["accepted"] == 3 and stats["rejected"] == 6      # every refused request, by status:
+    assert stats["refused"] == {404: 1, 400: 3, 413: 2}
     assert records_for(funcs.rec("echo"), {big["id"]}) == []
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 from modelmonitor.core.events import Event
@@ -199,14 +200,18 @@ def window_info(start_ms: int, end_ms: int) -> dict:
 
 # ----------------------------------------------------------------------------- dead letters
 def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = None,
-                raw: bytes | None = None, namespace: str = "default") -> Event:
+                raw: bytes | None = None, namespace: str = "default",
+                attributes: Mapping[str, Any] | None = None) -> Event:
     """``event.rejected``: what was refused, by whom, and why (with the original, truncated).
-    Every string in it is valid UTF-8 (a lone surrogate becomes U+FFFD), so it can always be sent."""
+    Without an ``original`` Event, ``raw`` is the body and ``attributes`` what is known of its
+    attributes (e.g. a refused request's ce-* headers). Every string in it is valid UTF-8 (a
+    lone surrogate becomes U+FFFD), so it can always be sent."""
     reason = ev.text_safe(reason)
+    known = original if original is not None else (attributes or {})
+    # Attributes as strings (a structured-mode event may carry a number where a string belongs).
+    otype, osrc, oid = (None if known.get(k) is None else ev.text_safe(str(known.get(k))[:1024])
+                        for k in ("type", "source", "id"))
     if original is not None:
-        # Attributes as strings (a structured-mode event may carry a number where a string belongs).
-        otype, osrc, oid = (None if original.get(k) is None else ev.text_safe(str(original.get(k))[:1024])
-                            for k in ("type", "source", "id"))
         body = original.data
         if isinstance(body, (dict, list)):
             try:
@@ -218,7 +223,6 @@ def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = 
         elif body is None:
             body = ""
     else:
-        otype = osrc = oid = None
         body = (raw or b"").decode("utf-8", "replace")
     body = ev.text_safe(str(body))
     truncated = len(body) > MAX_DEAD_LETTER_DATA

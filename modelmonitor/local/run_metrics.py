@@ -63,6 +63,11 @@ class RunCollector:
         accepted = CounterMetricFamily("modelmonitor_broker_accepted", "Events accepted by the broker ingress")
         accepted.add_metric([], stats.get("accepted", 0))
         yield accepted
+        refused = CounterMetricFamily("modelmonitor_broker_refused",
+                                      "Requests the broker ingress refused, by HTTP status", labels=["status"])
+        for status, n in sorted(stats.get("refused", {}).items()):
+            refused.add_metric([str(status)], n)
+        yield refused
         pending = GaugeMetricFamily("modelmonitor_broker_pending",
                                     "Events in the broker log some Trigger has not finished with")
         if stats.get("pending") is not None:

@@ -119,12 +119,13 @@ class LocalRun:
         if self.user_on_event is not None:
             self.user_on_event(event)
 
-    def _reject_record(self, reason: str, value: bytes | None) -> None:
-        """A Kafka record that holds no usable CloudEvent: an ``event.rejected`` dead letter
-        (role ``ingress``) on the broker, where the functions' dead letters go."""
+    def _reject_record(self, reason: str, value: bytes | None, attributes: dict | None = None) -> None:
+        """A Kafka record or an HTTP request at the ingress that holds no usable CloudEvent: an
+        ``event.rejected`` dead letter (role ``ingress``) on the broker, where the functions'
+        dead letters go."""
         from modelmonitor.handlers.monitor import dead_letter
         self.broker.publish(dead_letter(self.spec.name, "ingress", reason, raw=value,
-                                        namespace=self.spec.namespace))
+                                        namespace=self.spec.namespace, attributes=attributes))
 
     def _print_alert(self, event: Event) -> None:
         """The console's alert Trigger: one line per drift.detected."""
@@ -185,7 +186,8 @@ class LocalRun:
                                   namespace=self.spec.namespace, name=self.spec.broker,
                                   on_event=self._on_event if record else None,
                                   log=RedisStreamLog(self.log_client, self.spec.namespace,
-                                                     self.spec.broker))
+                                                     self.spec.broker),
+                                  on_reject=self._reject_record)
         if self.alerts:
             self.broker.add_sink_subscriber(f"{self.spec.name}-console-alerts",
                                             {"type": ev.DRIFT_DETECTED, "monitor": self.spec.name},

@@ -38,6 +38,40 @@ class LengthRequired(Exception):
     pass
 
 
+class _Reader:
+    """The request stream of a connection, remembering whether the current request has begun to
+    arrive and whether a read timed out (http.server closes such a connection without a word)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.started = False
+        self.timed_out = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._read(self.raw.readline, limit)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._read(self.raw.read, n)
+
+    def _read(self, fn, arg) -> bytes:
+        try:
+            data = fn(arg)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        self.started = self.started or bool(data)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    """A client-chosen string for a log line: cut, and quoted so it stays on one line."""
+    text = "" if value is None else str(value)
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
 class IngressServer(ThreadingHTTPServer):
     daemon_threads = True
     # Bursts of logger connections should wait in the kernel, not be refused.
@@ -56,16 +90,47 @@ class _IngressHandler(BaseHTTPRequestHandler):
     # (http.server's default, HTTP/0.9, would send only an HTML body).
     default_request_version = "HTTP/1.0"
 
+    server: IngressServer
+
     def setup(self) -> None:
         self.timeout = self.server.read_timeout    # socket timeout for every read and write
         super().setup()
-    server: IngressServer
+        self.rfile = _Reader(self.rfile)
+
+    def handle_one_request(self) -> None:
+        self.rfile.started = self.rfile.timed_out = False
+        self._status: int | None = None
+        self._why = ""
+        # Nothing of the previous request on this connection may describe this one.
+        self.command = self.path = None
+        self.requestline = ""
+        self.request_version = self.default_request_version
+        super().handle_one_request()
+        if self.rfile.timed_out and self.rfile.started and self._status is None:
+            # The request line or headers stalled (http.server would close without an answer);
+            # an idle keep-alive connection that times out before a new request is just closed.
+            try:
+                self._answer(408, f"request line and headers not received within "
+                                  f"{self.server.read_timeout:g} s", close=True)
+            except OSError:
+                self.close_connection = True
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Every answer passes here, http.server's own refusals (400, 414, 431, 501, 505 through
+        send_error) as well as ours: each refused request is counted and logged in one line."""
+        self._status = code
+        if code >= 400 and code != 503:     # 503: the broker cannot take events now, no refusal
+            self.server.broker._count_refusal(code)
+            log.warning("ingress refused %s %s from %s: %d %s", _short(self.command, 20), _short(self.path),
+                        self.client_address[0], code, _short(self._why or message or "", 300))
+        super().send_response(code, message)
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("ingress %s - " + fmt, self.address_string(), *args)
 
     def _answer(self, status: int, text: str = "", close: bool = False) -> None:
         payload = (ev.text_safe(text) + "\n").encode() if text else b""
+        self._why = text
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
@@ -128,6 +193,7 @@ class _IngressHandler(BaseHTTPRequestHandler):
             chunks.append(chunk)
 
     def _not_allowed(self) -> None:
+        self._why = "method not allowed"
         self.send_response(405)
         self.send_header("Allow", "POST")
         self.send_header("Content-Length", "0")
@@ -139,12 +205,14 @@ class _IngressHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        # A body sent with a GET stays unread: it must not be parsed as the next request.
+        close = any(self.headers.get(h) is not None for h in ("Content-Length", "Transfer-Encoding"))
         if path in ("/healthz", "/readyz", "/health/readiness", "/health/liveness"):
-            self._answer(200, "OK")
+            self._answer(200, "OK", close=close)
         elif self.server.broker._is_ingress_path(path):
-            self._answer(405, "POST a CloudEvent here")
+            self._answer(405, "POST a CloudEvent here", close=close)
         else:
-            self._answer(404, f"no broker at {path}")
+            self._answer(404, f"no broker at {path}", close=close)
 
     def do_POST(self) -> None:
         broker = self.server.broker
@@ -156,7 +224,6 @@ class _IngressHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(broker.max_body_bytes)
         except BodyTooLarge as err:
-            broker._count("rejected")
             self._answer(413, f"body of {err.args[0]} bytes exceeds the broker's limit of "
                               f"{broker.max_body_bytes} bytes", close=True)
             return
@@ -164,7 +231,6 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self._answer(411, "POST needs a Content-Length or a chunked body", close=True)
             return
         except BadBody as err:
-            broker._count("rejected")
             self._answer(400, f"malformed body: {err}", close=True)
             return
         except TimeoutError:
@@ -195,11 +261,11 @@ class _IngressHandler(BaseHTTPRequestHandler):
                 else to_binary_http(event)
         except (ValueError, TypeError, KeyError, AttributeError,
                 UnicodeError, RecursionError) as err:   # RecursionError: JSON nested too deep
-            broker._count("rejected")
             reason = ev.text_safe(str(err))
             # The SDK quotes the whole unparsable body in its message; do not echo megabytes.
-            self._answer(400, "not a CloudEvent: " + (reason if len(reason) <= 300
-                                                      else reason[:300] + "..."))
+            reason = "not a CloudEvent: " + (reason if len(reason) <= 300 else reason[:300] + "...")
+            self._keep_refused(reason, body, headers)
+            self._answer(400, reason)
             return
         try:
             broker._accept(wire_form, event)
@@ -207,3 +273,15 @@ class _IngressHandler(BaseHTTPRequestHandler):
             self._answer(503, str(err))
             return
         self._answer(202)
+
+    def _keep_refused(self, reason: str, body: bytes, headers: dict[str, str]) -> None:
+        """A refused request that holds a whole body: hand it to the broker's ``on_reject`` (a
+        dead letter in `modelmonitor run`) with the attributes its ce-* headers name."""
+        keep = self.server.broker.on_reject
+        if keep is None:
+            return
+        attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
+        try:
+            keep(reason, body, attributes)
+        except Exception as exc:   # the 400 still goes out; the refusal is counted and logged
+            log.warning("could not dead-letter a refused request: %s", exc)

@@ -40,7 +40,11 @@ class LocalBroker:
     `concurrency` is the number of delivery workers per unordered Trigger. `delivery_defaults`
     overrides the YAML Broker's `spec.delivery`. `log` is where accepted events are kept until
     delivered: a `RedisStreamLog` (durable; `modelmonitor run` uses one) or, by default, a
-    `MemoryLog` (lost with the process).
+    `MemoryLog` (lost with the process). `on_reject(reason, body, attributes)` is called for
+    every request the ingress refuses although it holds a whole body (not a CloudEvent, or one
+    whose attributes cannot be passed on), before the 400: `modelmonitor run` records an
+    `event.rejected` dead letter. Every refused request is counted (`stats()`: `rejected`, and
+    `refused` by HTTP status) and logged in one line.
 
     >>> b = LocalBroker([], namespace="ml", name="monitoring")
     >>> b._is_ingress_path("/ml/monitoring"), b._is_ingress_path("/"), b._is_ingress_path("/x")
@@ -52,13 +56,15 @@ class LocalBroker:
                  name: str = "default", max_body_bytes: int = 10 * 1024 * 1024,
                  on_event: Callable[[Event], None] | None = None, *,
                  concurrency: int = 16, delivery_defaults: DeliverySpec | None = None,
-                 max_hops: int = 255, log=None):
+                 max_hops: int = 255, log=None,
+                 on_reject: Callable[[str, bytes, Mapping[str, str]], Any] | None = None):
         self.host = host
         self.port = port
         self.namespace = namespace
         self.name = name
         self.max_body_bytes = max_body_bytes
         self.on_event = on_event
+        self.on_reject = on_reject
         self.concurrency = concurrency
         self.max_hops = max_hops
         self.log = log if log is not None else MemoryLog()
@@ -90,6 +96,7 @@ class LocalBroker:
         self._counter_lock = threading.Lock()
         self._counters = dict.fromkeys(("accepted", "rejected", "unmatched", "loops_dropped",
                                         "dead_letter_failed"), 0)
+        self._refused: dict[int, int] = {}
 
     # -- configuration ------------------------------------------------------------------------
     def add_trigger(self, trigger: Trigger) -> None:
@@ -358,18 +365,26 @@ class LocalBroker:
         with self._counter_lock:
             self._counters[key] += 1
 
+    def _count_refusal(self, status: int) -> None:
+        """One request the ingress refused (answered ``status``)."""
+        with self._counter_lock:
+            self._counters["rejected"] += 1
+            self._refused[status] = self._refused.get(status, 0) + 1
+
     def _count_trigger(self, d: TriggerDispatcher, key: str) -> None:
         with self._counter_lock:
             d.counters[key] += 1
 
     def stats(self) -> dict[str, Any]:
-        """Counters: broker-wide (accepted, rejected, unmatched, loops_dropped,
+        """Counters: broker-wide (accepted, rejected = requests the ingress refused, refused =
+        those by HTTP status, unmatched, loops_dropped,
         dead_letter_failed, pending = events some Trigger has not finished with, dead_letters
         = entries in the dead-letter log), totals over Triggers and per Trigger (matched,
         delivered, replies, retried, dead_lettered = sent to a deadLetterSink,
         dead_letter_logged = kept in the local dead-letter log, dropped, abandoned)."""
         with self._counter_lock:
             out: dict[str, Any] = dict(self._counters)
+            out["refused"] = dict(self._refused)
             per = {d.name: dict(d.counters) for d in self._dispatchers}
         for key in TRIGGER_COUNTERS:
             out[key] = sum(c[key] for c in per.values())
