@@ -11,11 +11,14 @@ each request, stops parliament with SIGTERM and prints one JSON document:
 "log": text}`` (bodies base64).
 
 Input (stdin, JSON): ``{"project": dir, "env": {...}, "requests": [{"headers", "body"}],
-"namespace": true}``.
+"namespace": true, "redis": false, "wait_for": null}``: with ``redis`` a private redis-server
+(``REDIS_URL``) is started first; with ``wait_for`` (an event type) parliament is stopped only
+once K_SINK received an event of that type (or after 30 s).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -84,6 +87,32 @@ def post(headers: dict, body: bytes) -> dict:
             "body": base64.b64encode(content).decode()}
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(workdir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def wait_for_type(received: list, event_type: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(m["headers"].get("ce-type") == event_type for m in received):
+            return
+        time.sleep(0.1)
+
+
 def main() -> int:
     job = json.load(sys.stdin)
     if job.get("namespace"):
@@ -91,6 +120,9 @@ def main() -> int:
     received: list = []
     sink = start_sink(received)
     env = {**os.environ, **job["env"], "K_SINK": f"http://127.0.0.1:{sink.server_address[1]}/"}
+    redis = None
+    if job.get("redis"):
+        redis, env["REDIS_URL"] = start_redis(job["project"])
     log_path = os.path.join(job["project"], "parliament.log")
     out: dict = {"replies": [], "sink": received}
     with open(log_path, "wb") as log:
@@ -100,12 +132,17 @@ def main() -> int:
             wait_ready(proc)
             for r in job["requests"]:
                 out["replies"].append(post(r["headers"], base64.b64decode(r["body"])))
+            if job.get("wait_for"):
+                wait_for_type(received, job["wait_for"])
         except RuntimeError as err:
             out["error"] = str(err)
         finally:
             if proc.poll() is None:
                 proc.terminate()
             out["exit"] = proc.wait(timeout=15)
+            if redis is not None:
+                redis.terminate()
+                redis.wait(timeout=10)
     sink.shutdown()
     with open(log_path, encoding="utf-8", errors="replace") as fh:
         out["log"] = fh.read()[-4000:]

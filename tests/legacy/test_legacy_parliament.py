@@ -12,8 +12,11 @@ What the builders do, and what this test does:
    It listens on 0.0.0.0:8080 whatever the environment says, so tests/legacy/driver.py runs it
    in a private network namespace (``unshare -rn``) and posts the requests there.
 
-The requests are real KServe logger events written with the CloudEvents SDK 2.x (this process);
-the replies and the dead letter posted to K_SINK are read back with it too.
+The requests are real KServe logger events written with the CloudEvents SDK 2.x (this process),
+through ingest and outlier, then the instances events through aggregate (with a private
+redis-server in the namespace) until it POSTs a window.closed to K_SINK, and that window through
+drift; the replies and what reaches K_SINK are read back with the SDK 2.x and checked against
+NumPy and SciPy.
 """
 from __future__ import annotations
 
@@ -87,10 +90,11 @@ def _namespace_prefix() -> list[str]:
     return ["unshare", "-rn"] if probe is not None and probe.returncode == 0 else []
 
 
-def serve_and_post(legacy, role: str, conf: Path, messages: list[tuple[dict, bytes]]) -> dict:
+def serve_and_post(legacy, role: str, conf: Path, messages: list[tuple[dict, bytes]], *,
+                   redis: bool = False, wait_for: str | None = None) -> dict:
     python, project = legacy
     prefix = _namespace_prefix()
-    job = {"project": str(project), "namespace": bool(prefix),
+    job = {"project": str(project), "namespace": bool(prefix), "redis": redis, "wait_for": wait_for,
            "env": {"MODELMONITOR_ROLE": role, "MODELMONITOR_CONFIG": str(conf / "monitor.yaml"),
                    "MODELMONITOR_BASELINE": str(conf / "baseline.json"), "PYTHONDONTWRITEBYTECODE": "1"},
            "requests": [{"headers": h, "body": base64.b64encode(b).decode()} for h, b in messages]}
@@ -177,3 +181,49 @@ def test_a_request_without_a_cloudevent_is_refused_with_a_reason(legacy, tmp_pat
     assert reply["status"] == 400
     assert "not a CloudEvent" in json.loads(base64.b64decode(reply["body"]))["error"]
     assert [_event_of(m)["type"] for m in out["sink"]] == [ev.DEAD_LETTER]
+
+
+def test_aggregate_closes_a_window_and_drift_measures_it(legacy, tmp_path):
+    """The Redis roles on parliament: aggregate (group commit, closer thread, window.closed POSTed
+    to K_SINK with the SDK 1.x) and drift (drift.measured as the reply), each with a private
+    redis-server in its namespace."""
+    conf = tmp_path / "conf"
+    write_monitor(conf, duration="2s", watermark="500ms", idle="60s")
+    now = time.time_ns() // 1_000_000
+    t0 = (now // 2000) * 2000 - 6000 + 100                  # inside a window that ended 4 s ago
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    from modelmonitor.handlers import Monitor, ingest
+    mon = Monitor.from_files(str(conf / "monitor.yaml"), str(conf / "baseline.json"))
+    instances = [ingest(mon, _logger_event(rows, t), now) for t in (t0, t0 + 10, t0 + 4000)]
+    out = serve_and_post(legacy, "aggregate", conf, [wire.to_binary(e) for e in instances]
+                         + [wire.to_binary(instances[1])],           # a redelivery
+                         redis=True, wait_for=ev.WINDOW_CLOSED)
+    assert [r["status"] for r in out["replies"]] == [202, 202, 202, 202], out["log"]
+    closed = [e for e in map(_event_of, out["sink"]) if e["type"] == ev.WINDOW_CLOSED
+              and e.data["window"]["startMs"] == t0 - 100]
+    assert closed, ([_event_of(m)["type"] for m in out["sink"]], out["log"])
+    window = closed[0].data
+    assert window["count"] == 2 * len(rows)                 # the redelivery was not counted twice
+    # the oracle: NumPy over the six rows of the window
+    import numpy as np
+    sample = np.array(rows + rows)
+    for j, name in enumerate(FEATURES):
+        stats = window["features"][name]
+        assert stats["count"] == 6 and stats["min"] == sample[:, j].min() and stats["max"] == sample[:, j].max()
+        assert abs(stats["mean"] - sample[:, j].mean()) < 1e-12
+
+    measured = serve_and_post(legacy, "drift", conf, [wire.to_binary(closed[0])], redis=True)
+    reply = measured["replies"][0]
+    assert reply["status"] == 200, base64.b64decode(reply["body"])
+    drift = _event_of(reply)
+    assert drift["type"] == ev.DRIFT_MEASURED and drift.data["window"] == window["window"]
+    assert set(drift.data["features"]) == set(FEATURES) and drift.data["count"] == 6
+    # the oracle for one score: SciPy's Jensen-Shannon distance, squared, on the smoothed bins
+    from scipy.spatial.distance import jensenshannon
+    base = json.loads((conf / "baseline.json").read_text())["features"]["petal_length"]
+    eps = 1e-6
+    win = np.array(window["features"]["petal_length"]["histogram"]["counts"], dtype=float)
+    ref = np.array([0.0, *base["counts"], 0.0])
+    p, q = (win + eps) / (win.sum() + win.size * eps), (ref + eps) / (ref.sum() + ref.size * eps)
+    js = drift.data["features"]["petal_length"]["jensenShannon"]["value"]
+    assert abs(js - jensenshannon(p, q, base=2) ** 2) < 1e-9
