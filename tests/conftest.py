@@ -1,4 +1,5 @@
-"""Shared fixtures: a private, real redis-server for the whole session (no in-memory imitation)."""
+"""Shared fixtures: a private, real redis-server for the whole session (no in-memory imitation),
+and librdkafka's mock Kafka cluster over TCP."""
 from __future__ import annotations
 
 import os
@@ -33,3 +34,18 @@ def redis_client(redis_server):
 @pytest.fixture
 def redis_url(redis_server, redis_client):
     return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap():
+    """``host:port`` of a Kafka mock cluster on loopback: a confluent-kafka client created with
+    `test.mock.num.brokers` runs librdkafka's mock broker for as long as the client lives, and
+    kafka-python (the project's client) talks to it like to any Kafka broker."""
+    import confluent_kafka
+    keeper = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 3})
+    brokers = keeper.list_topics(timeout=10).brokers
+    assert len(brokers) == 1
+    (meta,) = brokers.values()
+    assert meta.host == "127.0.0.1"
+    yield f"{meta.host}:{meta.port}"
+    keeper.flush(1)

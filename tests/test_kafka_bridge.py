@@ -34,15 +34,8 @@ FAST_GROUP = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500,
 
 
 @pytest.fixture(scope="module")
-def bootstrap():
-    import confluent_kafka
-    keeper = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 3})
-    brokers = keeper.list_topics(timeout=10).brokers
-    assert len(brokers) == 1
-    (meta,) = brokers.values()
-    assert meta.host == "127.0.0.1"
-    yield f"{meta.host}:{meta.port}"
-    keeper.flush(1)
+def bootstrap(kafka_bootstrap):
+    return kafka_bootstrap
 
 
 @pytest.fixture(scope="module")

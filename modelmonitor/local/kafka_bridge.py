@@ -77,6 +77,8 @@ def record_to_event(headers: Iterable[tuple[str, bytes]] | None, key: bytes | st
     if not structured:
         raise ValueError("record is no CloudEvent: no ce_specversion header and no "
                          "application/cloudevents+json value")
+    if value.lstrip()[:1] != b"{":
+        raise ValueError("invalid structured CloudEvent: the value is not a JSON object")
     try:
         # Headers are left out on purpose: the envelope's content-type is no attribute.
         event = wire.from_kafka({}, key, value, structured=True)
