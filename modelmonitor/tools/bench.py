@@ -263,6 +263,10 @@ def run_bench(args) -> int:
         step("windowState", bench_windows, rs.url,
              (1_000, 100_000) if quick else (1_000, 100_000, 1_000_000, 10_000_000))
         step("slidingVsTumbling", bench_sliding_vs_tumbling, rs.url, 50_000 if quick else 200_000)
+        from modelmonitor.tools.bench_windows import bench_batch_sizes
+        step("batchSizes", bench_batch_sizes, rs.url, durable.url)
+    from modelmonitor.tools.bench_windows import bench_delivery
+    step("delivery", bench_delivery, 1_000 if quick else 3_000)
     http_steps()
     if args.out:
         with open(args.out, "w") as fh:
