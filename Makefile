@@ -57,7 +57,7 @@ functions: install
 # Opt in: the hostile-input property tests (tests/test_hostile.py) with 3,000 generated cases per
 # role and for the ingress instead of `make test`'s 300 (about 15 minutes on 2 cores).
 test-hostile: install
-	MODELMONITOR_HOSTILE_EXAMPLES=3000 $(BIN)/python -m pytest -p no:cacheprovider tests/test_hostile.py
+	MODELMONITOR_HOSTILE_EXAMPLES=3000 $(BIN)/python -m pytest -p no:cacheprovider tests/test_hostile.py tests/test_hostile_ingress.py
 
 demo: install
 	$(BIN)/modelmonitor demo

@@ -225,9 +225,12 @@ def dead_letter(mon_name: str, role: str, reason: str, original: Event | None = 
     else:
         body = (raw or b"").decode("utf-8", "replace")
     body = ev.text_safe(str(body))
-    truncated = len(body) > MAX_DEAD_LETTER_DATA
+    # The limit is in bytes of UTF-8 (a U+FFFD for each byte that was not UTF-8 takes three):
+    # cut there, dropping a character cut in two.
+    head = body[:MAX_DEAD_LETTER_DATA].encode("utf-8")
+    truncated = len(body) > MAX_DEAD_LETTER_DATA or len(head) > MAX_DEAD_LETTER_DATA
     data = {"monitor": mon_name, "reason": reason, "role": role, "originalType": otype,
-            "originalSource": osrc, "originalId": oid, "originalData": body[:MAX_DEAD_LETTER_DATA],
-            "truncated": truncated}
+            "originalSource": osrc, "originalId": oid,
+            "originalData": head[:MAX_DEAD_LETTER_DATA].decode("utf-8", "ignore"), "truncated": truncated}
     rid = f"{mon_name}/rejected/{role}/{ev.short_hash(str(otype), str(osrc), str(oid), reason)}"
     return ev.make_event(ev.DEAD_LETTER, mon_name, rid, data, source=ev.source_for(mon_name, role, namespace))
