@@ -9,9 +9,9 @@ so both engines judge it by the same code. Pure: a decoder may run in another pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import msgspec
 import numpy as np
@@ -31,25 +31,25 @@ REQUEST, RESPONSE = 0, 1
 _TYPE_OF_KIND = {REQUEST: ev.KSERVE_REQUEST, RESPONSE: ev.KSERVE_RESPONSE}
 
 
-class _Body(msgspec.Struct, gc=False):
-    instances: list[list[float]]
-    inputs: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-
-
-class _Event(msgspec.Struct, gc=False):
-    type: str
-    source: str
-    id: str
-    data: _Body
-    time: str | None = None
-    inferenceservicename: str | None = None
+def typed_request_decoder(isvc: str | None, width: int):
+    """msgspec's decoder of one line that is a plain KServe V1 request for this monitor: the
+    type, non-empty source and id, a time string, the inference service (or none) and at least
+    one instance of exactly ``width`` numbers are checked in C while decoding; a line that is
+    anything else fails and takes the per-event code."""
+    nonempty = Annotated[str, msgspec.Meta(min_length=1)]
+    row = Annotated[list[float], msgspec.Meta(min_length=width, max_length=width)]
+    body = msgspec.defstruct("Body", [("instances", Annotated[list[row], msgspec.Meta(min_length=1)]),
+                                      ("inputs", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET)], gc=False)
+    service = (Literal[isvc] | None) if isvc else None       # type: ignore[valid-type]
+    event = msgspec.defstruct("Request", [("type", Literal[ev.KSERVE_REQUEST]), ("source", nonempty),
+                                          ("id", nonempty), ("time", str), ("data", body),
+                                          ("inferenceservicename", service, None)], gc=False)
+    return msgspec.json.Decoder(event).decode
 
 
 # One attribute over all events at a time (cheaper than a tuple per event transposed by zip).
-_TYPE, _SOURCE, _ID, _TIME, _ISVC = (attrgetter(f) for f in ("type", "source", "id", "time", "inferenceservicename"))
-_INSTANCES = attrgetter("data.instances")
-_INPUTS = attrgetter("data.inputs")
-_DECODE_ONE = msgspec.json.Decoder(_Event).decode
+_SOURCE, _ID, _TIME = (attrgetter(f) for f in ("source", "id", "time"))
+_DATA, _INSTANCES, _INPUTS = attrgetter("data"), attrgetter("instances"), attrgetter("inputs")
 
 
 @dataclass
@@ -103,6 +103,7 @@ class ChunkDecoder:
         self.n_num = {REQUEST: len(mon.inputs.numeric), RESPONSE: len(mon.predictions.numeric)}
         self.n_cat = {REQUEST: len(mon.inputs.categorical), RESPONSE: len(mon.predictions.categorical)}
         self.text = OutlierText(mon)
+        self.decode_one = typed_request_decoder(self.isvc, self.width) if self.fast else None
 
     # ------------------------------------------------------------------ entry
     def decode(self, items: Sequence, first_line: int) -> Decoded:
@@ -162,13 +163,13 @@ class ChunkDecoder:
         if not lines:
             return [], []
         try:
-            return idx, list(map(_DECODE_ONE, lines))    # one line, one value: never a merged array
+            return idx, list(map(self.decode_one, lines))    # one line, one value: never a merged array
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass
         keep_idx, events = [], []
         for i, s in zip(idx, lines):
             try:
-                events.append(_DECODE_ONE(s))
+                events.append(self.decode_one(s))
                 keep_idx.append(i)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
@@ -183,50 +184,36 @@ class ChunkDecoder:
         if not m:
             return ([], np.zeros(0, dtype=np.int64), np.empty((0, width)), np.zeros(0, dtype=np.int64), [],
                     list(range(n_items)))
-        types, sources, ids, times, isvcs = (list(map(f, events)) for f in (_TYPE, _SOURCE, _ID, _TIME, _ISVC))
+        ids, times = list(map(_ID, events)), list(map(_TIME, events))
+        share = {}.setdefault               # one string object per distinct source: pickled once, hashed once
+        sources = list(map(share, map(_SOURCE, events), map(_SOURCE, events)))
         ok = np.ones(m, dtype=bool)
-        if set(types) != {ev.KSERVE_REQUEST}:
-            ok &= np.fromiter(map(ev.KSERVE_REQUEST.__eq__, types), bool, m)
-        if "" in sources or "" in ids:
-            ok &= np.fromiter(map(bool, sources), bool, m) & np.fromiter(map(bool, ids), bool, m)
-        if not set(isvcs) <= {None, self.isvc}:
-            ok &= np.fromiter((v is None or v == self.isvc for v in isvcs), bool, m)
-        if None in times:
-            ok &= np.fromiter((v is not None for v in times), bool, m)
-            times = [v if v is not None else "" for v in times]
         ms, good = parse_times(times)
         ok &= good
-        instances = list(map(_INSTANCES, events))
+        bodies = list(map(_DATA, events))
+        instances = list(map(_INSTANCES, bodies))
         counts = np.fromiter(map(len, instances), np.int64, m)
-        inputs = list(map(_INPUTS, events))
-        if set(inputs) != {msgspec.UNSET}:
+        inputs = list(map(_INPUTS, bodies))
+        if inputs.count(msgspec.UNSET) != m:
             ok &= np.fromiter((v is msgspec.UNSET for v in inputs), bool, m)
-        rows = list(chain.from_iterable(instances))
-        if set(map(len, rows)) == {width}:
-            matrix = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * width).reshape(len(rows), width)
-            owner = None
-        else:   # a row of the wrong width: its request takes the per-line path (and its message)
-            owner = np.repeat(np.arange(m), counts)
-            widths = np.fromiter(map(len, rows), np.int64, len(rows))
-            bad_width = widths != width
-            ok[np.unique(owner[bad_width])] = False
-            matrix = np.array([r if w == width else [0.0] * width for r, w in zip(rows, widths.tolist())],
-                              dtype=np.float64).reshape(len(rows), width)
-        ok &= counts > 0
+        n_rows = int(counts.sum())
+        matrix = np.fromiter(chain.from_iterable(chain.from_iterable(instances)), np.float64,
+                             n_rows * width).reshape(n_rows, width)
+        owner = None
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
             owner = np.repeat(np.arange(m), counts) if owner is None else owner
             ok[np.unique(owner[~finite])] = False
         if ok.all():
-            return idx, ms, matrix, counts, list(zip(types, sources, ids)), \
+            return idx, ms, matrix, counts, list(zip(repeat(ev.KSERVE_REQUEST), sources, ids)), \
                 (np.nonzero(~np.isin(np.arange(n_items), idx))[0].tolist() if m != n_items else [])
         owner = np.repeat(np.arange(m), counts) if owner is None else owner
         matrix = matrix[ok[owner]]
         typed = np.zeros(n_items, dtype=bool)
         typed[np.asarray(idx)[ok]] = True
         sel = np.nonzero(ok)[0].tolist()
-        return ([idx[j] for j in sel], ms[ok], matrix, counts[ok], [(types[j], sources[j], ids[j]) for j in sel],
-                np.nonzero(~typed)[0].tolist())
+        keys = [(ev.KSERVE_REQUEST, sources[j], ids[j]) for j in sel]
+        return [idx[j] for j in sel], ms[ok], matrix, counts[ok], keys, np.nonzero(~typed)[0].tolist()
 
     # ------------------------------------------------------------------ per-line path
     def _one(self, item, i: int, line_no: int, out: Decoded, recs: "_Records") -> None:
