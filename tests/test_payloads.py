@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelmonitor.core import payload_rows, payload_tensors, payloads
+from modelmonitor.core.payload_rows import MAX_MAGNITUDE
 from modelmonitor.core.payloads import PayloadError, parse_request, parse_response, split_columns
 from modelmonitor.core.spec import Feature
 
@@ -105,6 +106,8 @@ def test_v1_large_batch_with_booleans_takes_the_careful_path():
     (None, "instance 7777 feature 'petal_length' is null"),
     (math.nan, "instance 7777 feature 'petal_length': NaN is not a finite number"),
     (math.inf, "instance 7777 feature 'petal_length': Infinity is not a finite number"),
+    (1.7e308, "instance 7777 feature 'petal_length': 1.7e+308 is beyond +-1e+100"),
+    (-2 * 10 ** 101, "instance 7777 feature 'petal_length': -2e+101 is beyond +-1e+100"),
 ])
 def test_v1_large_batch_error_names_the_offending_instance(bad, reason):
     instances = np.ones((10_000, 4)).tolist()
@@ -112,6 +115,29 @@ def test_v1_large_batch_error_names_the_offending_instance(bad, reason):
     with pytest.raises(PayloadError) as err:
         parse_request(json.dumps({"instances": instances}), IRIS)
     assert err.value.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("n", [1, 10_000])   # the per-row fast path and the NumPy path
+@pytest.mark.parametrize("value, accepted", [(1e100, True), (-1e100, True), (1.0000000000000002e100, False),
+                                             (-1e200, False), (10 ** 100, True), (10 ** 101, False)])
+def test_values_beyond_the_largest_magnitude_are_refused(n, value, accepted):
+    """1e308 is finite but overflows M2, co-moments and z-scores to infinity, which no event
+    can carry: the bound is checked with the value, on every path, in both V1 and V2."""
+    instances = np.ones((n, 4)).tolist()
+    instances[n - 1][0] = value
+    for body in ({"instances": instances},
+                 {"inputs": [tensor("input-0", [n, 4], "FP64", [v for row in instances for v in row])]}):
+        if accepted:
+            assert parse_request(body, IRIS)[n - 1][0] == float(value)
+        else:
+            with pytest.raises(PayloadError, match=r"is beyond \+-1e\+100"):
+                parse_request(body, IRIS)
+    matrix_rows = [[value, 1.0, 1.0, 1.0]]
+    if accepted:
+        assert split_columns(matrix_rows, IRIS)[0][0, 0] == float(value)
+    else:
+        with pytest.raises(PayloadError, match="beyond"):
+            split_columns(matrix_rows, IRIS)
 
 
 def test_v1_large_batch_wrong_width_names_the_instance():
@@ -423,7 +449,7 @@ def test_split_columns_rejects_rows_of_the_wrong_width():
 # --------------------------------------------------------------------------------------------
 # Round trips: rows -> every V1 / V2 encoding -> parse == rows
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+finite = st.floats(-MAX_MAGNITUDE, MAX_MAGNITUDE, allow_nan=False, allow_infinity=False, width=64)
 integers = st.integers(min_value=-(2 ** 53), max_value=2 ** 53)
 category = st.one_of(st.none(), st.text(max_size=8))
 

@@ -24,6 +24,20 @@ from modelmonitor.core.spec import NUMERICAL
 #: hostile payload (a 10 MB key or shape) must not make it megabytes long.
 MAX_REASON_CHARS = 2000
 
+#: Largest magnitude a numerical value may have. Statistics square and sum values (M2,
+#: co-moments, Mahalanobis distances, z-scores), and a finite 1e308 overflows them to infinity,
+#: which no JSON event can carry; no model feature is meaningfully beyond 1e100.
+MAX_MAGNITUDE = 1e100
+
+
+def in_range(array: np.ndarray) -> bool:
+    """True when every value of a float array is a number within +-MAX_MAGNITUDE (NaN is not).
+
+    >>> in_range(np.array([1.0, -1e100])), in_range(np.array([1e101])), in_range(np.array([np.nan]))
+    (True, False, False)
+    """
+    return bool((np.abs(array) <= MAX_MAGNITUDE).all())
+
 
 def cap_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:
     """``reason`` cut to ``limit`` characters (with a note of how long it was).
@@ -148,12 +162,15 @@ def number(value: Any, item: int, name: str, w: Words) -> float:
     """One numerical value, strictly: int, float or bool (as 0/1); finite; never a string."""
     t = type(value)
     if t is float:
-        if value - value == 0.0:  # false exactly for NaN and +-inf
+        if -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # false for NaN and +-inf too
             return value
+        if value - value == 0.0:  # finite
+            raise PayloadError(f"{w.item} {item} {w.field} {name!r}: {show(value)} is beyond "
+                               f"+-{MAX_MAGNITUDE:g}, the largest magnitude a value may have")
         raise PayloadError(f"{w.item} {item} {w.field} {name!r}: {show(value)} is not a finite number")
     if t is int:
         try:
-            return float(value)
+            return number(float(value), item, name, w)
         except OverflowError:
             raise PayloadError(f"{w.item} {item} {w.field} {name!r}: {show(value)} is too large for a "
                                "64-bit float") from None
@@ -241,7 +258,7 @@ def _numpy_rows(instances: list, layout: Layout) -> list | None:
             array = array.reshape(n, 1)
         else:
             return None
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not in_range(array):
         return None
     return array.astype(np.float64, copy=False).tolist()
 
@@ -267,7 +284,9 @@ def rows_of(instances: list, layout: Layout, w: Words) -> list[list]:
                 except OverflowError:
                     pass
                 else:
-                    if math.isfinite(sum(row)):
+                    # (a sum is NaN/inf if any value is; min/max bound the magnitude)
+                    if math.isfinite(sum(row)) and -MAX_MAGNITUDE <= min(row, default=0.0) \
+                            and max(row, default=0.0) <= MAX_MAGNITUDE:
                         append(row)
                         continue
             append(_convert(instance, item, layout, w))

@@ -45,7 +45,7 @@ import numpy as np
 
 from modelmonitor.core.payload_rows import (REQUEST_WORDS, RESPONSE_WORDS, ROW_WORDS, Layout, PayloadError,
                                             Words, cap_reason, category, kind, layout_of, number, rows_of,
-                                            show)
+                                            in_range, show)
 from modelmonitor.core.payload_tensors import V2_DATATYPES, looks_like_tensor, tensors_to_rows
 
 __all__ = ["PayloadError", "parse_request", "parse_response", "split_columns", "V2_DATATYPES", "cap_reason"]
@@ -192,7 +192,7 @@ def split_columns(rows: Sequence[Sequence[Any]], features: Sequence[Any]) -> tup
             if matrix.shape != (n, k):
                 raise PayloadError(f"rows have shape {list(matrix.shape)}, expected [{n}, {k}] ({layout.listing})")
             matrix = np.ascontiguousarray(matrix, dtype=np.float64)
-            if matrix.dtype.kind != "f" or np.isfinite(matrix).all():
+            if matrix.dtype.kind != "f" or in_range(matrix):
                 return matrix, []
         # Something is not a finite number: find it, and say which (or convert what is fine,
         # such as integers too large for int64).
@@ -209,7 +209,7 @@ def split_columns(rows: Sequence[Sequence[Any]], features: Sequence[Any]) -> tup
         except (ValueError, TypeError, OverflowError, RecursionError):
             matrix = None
         if (matrix is None or matrix.dtype.kind not in "fiub" or matrix.shape != (n_numerical, n)
-                or (matrix.dtype.kind == "f" and not np.isfinite(matrix).all())):
+                or (matrix.dtype.kind == "f" and not in_range(matrix))):
             matrix = np.array([[number(v, item, layout.names[j], w) for item, v in enumerate(columns[j])]
                                for j in layout.numerical_positions], dtype=np.float64)
         matrix = np.ascontiguousarray(matrix.T, dtype=np.float64)

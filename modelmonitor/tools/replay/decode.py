@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 
 from modelmonitor.core import events as ev
+from modelmonitor.core.payload_rows import MAX_MAGNITUDE
 from modelmonitor.core.payloads import split_columns
 from modelmonitor.handlers import Monitor, Rejected, ingest_rows, outlier_event
 from modelmonitor.tools.replay.common import LOGGER_TYPES, LineError, body_of, parse_line, rejection
@@ -200,7 +201,7 @@ class ChunkDecoder:
         matrix = np.fromiter(chain.from_iterable(chain.from_iterable(instances)), np.float64,
                              n_rows * width).reshape(n_rows, width)
         owner = None
-        finite = np.isfinite(matrix).all(axis=1)
+        finite = (np.abs(matrix) <= MAX_MAGNITUDE).all(axis=1)   # NaN, inf and overflow-prone values
         if not finite.all():
             owner = np.repeat(np.arange(m), counts) if owner is None else owner
             ok[np.unique(owner[~finite])] = False
