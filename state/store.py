@@ -20,6 +20,8 @@ single Redis Cluster slot. Layout (``K`` = the prefix):
 - ``K:lease:<s>:<e>`` who is closing the window (expires: a dead closer is replaced)
 - ``K:res:<s>:<e>``   the window's closed event once computed, so a re-close emits it identically
 - ``K:dd:<bucket>``   dedup ids seen in one processing-time bucket (expire after the retention)
+- ``K:segments``      zset of the watched segments scored by their newest event time
+                      (segmented monitors: :meth:`WindowStore.admit_segments`)
 
 Panes are ``gcd(duration, slide)`` long and aligned to the epoch, so a pane lies in exactly the
 windows that contain any of its instants: an instance updates one pane, whatever the slide, and a
@@ -201,6 +203,7 @@ class WindowStore:
         self._result = client.register_script(_script_text("result.lua"))
         self._complete = client.register_script(_script_text("complete.lua"))
         self._release = client.register_script(_script_text("release.lua"))
+        self._segments = client.register_script(_script_text("segments.lua"))
 
     # -- hot path -------------------------------------------------------------------------
     def apply(self, requests: Sequence[PendingRequest], now_ms: int) -> ApplyResult:
@@ -344,6 +347,17 @@ class WindowStore:
         return out
 
     # -- processing-time advance ----------------------------------------------------------
+    def admit_segments(self, requests: Sequence[tuple[str, int]], max_segments: int,
+                       retention_ms: int) -> list[bool]:
+        """Which (segment, event time) requests find a slot among the ``max_segments`` watched
+        segments, in order (one atomic script call; see ``segments.lua``)."""
+        if not requests:
+            return []
+        args: list = [max_segments, retention_ms, len(requests)]
+        for segment, t in requests:
+            args += [segment, int(t)]
+        return [bool(x) for x in self._segments(keys=[self.prefix], args=args)]
+
     def tick(self, now_ms: int, idle_timeout_ms: int) -> tuple[int | None, int]:
         """Advance the watermark of an idle stream; returns (watermark, ready windows)."""
         w, ready = self._tick(keys=[self.prefix], args=[int(now_ms), idle_timeout_ms, self.delay_ms, 0])

@@ -87,17 +87,23 @@ def funcs(tmp_path_factory, sink, redis_srv):
                              "idleTimeout": IDLE_MS}
     monitor = tmp / "monitor.yaml"
     monitor.write_text(yaml.safe_dump(doc))
-    procs = {}
-    for role in ("ingest", "outlier", "aggregate", "drift"):
-        env = {"MODELMONITOR_ROLE": role, "MODELMONITOR_CONFIG": str(monitor),
-               "MODELMONITOR_BASELINE": str(BASELINE), "REDIS_URL": redis_srv.url, "K_SINK": sink.url}
-        procs[role] = FunctionProcess(f"fn-{role}", ["--role", role, "--threads", "8"], env=env,
-                                      log_file=tmp / f"{role}.log")
+    procs = function_processes(monitor, ("ingest", "outlier", "aggregate", "drift"), redis_srv.url, sink.url, tmp)
     try:
         start_all(procs.values())
         yield procs
     finally:
         stop_all(procs.values())
+
+
+def function_processes(monitor: Path, roles, redis_url: str, sink_url: str, tmp: Path, threads: int = 8) -> dict:
+    """One func-python process per role, configured only through its environment."""
+    procs = {}
+    for role in roles:
+        env = {"MODELMONITOR_ROLE": role, "MODELMONITOR_CONFIG": str(monitor),
+               "MODELMONITOR_BASELINE": str(BASELINE), "REDIS_URL": redis_url, "K_SINK": sink_url}
+        procs[role] = FunctionProcess(f"fn-{role}", ["--role", role, "--threads", str(threads)], env=env,
+                                      log_file=tmp / f"{role}.log")
+    return procs
 
 
 _bases = iter(range(0, 10**6))

@@ -264,6 +264,9 @@ def test_example_and_valid_variants_pass_schema_and_cel():
                                 "ingest": {"minScale": 2, "maxScale": 0, "resources": {"limits": {"cpu": 2, "memory": "1Gi"}}}}),
         with_changes(deadLetterSink={"uri": "http://dlq/"}, delivery={"retry": 0, "backoffDelay": "PT1M0.5S"}),
         with_changes(sinks={"kafka": {"bootstrapServers": "k:9092", "topics": {"drift": "d"}}}),
+        with_changes(segment={"extension": "modelversion"}),
+        with_changes(segment={"metadataHeader": "X-Model-Version", "maxSegments": 100, "default": "stable",
+                              "retention": "2h"}),
         inline_example(),
     ]
     for doc in valid:
@@ -315,6 +318,15 @@ INVALID = [
      "spec.sinks.kafka.bootstrapServers"),
     ({"deadLetterSink": {}}, "a destination needs uri or ref", "spec.deadLetterSink"),
     ({"lateEvents": "yes"}, "is not of type 'boolean'", "spec.lateEvents"),
+    ({"segment": {"maxSegments": 3}}, "name exactly one of extension or metadataHeader", "spec.segment"),
+    ({"segment": {"extension": "v", "metadataHeader": "X-V"}}, "name exactly one of extension or metadataHeader",
+     "spec.segment"),
+    ({"segment": {"extension": "Model-Version"}}, "does not match", "spec.segment.extension"),
+    ({"segment": {"extension": "v", "maxSegments": 0}}, "less than the minimum", "spec.segment.maxSegments"),
+    ({"segment": {"extension": "v", "maxSegments": 101}}, "greater than the maximum", "spec.segment.maxSegments"),
+    ({"segment": {"extension": "v", "default": "a b"}}, "does not match", "spec.segment.default"),
+    ({"segment": {"extension": "v", "retention": "soon"}}, "does not match", "spec.segment.retention"),
+    ({"segment": {"extension": "v", "maxSegmnts": 3}}, "Additional properties", "spec.segment.maxSegmnts"),
     ({"windw": {"duration": "15s"}}, "Additional properties", "spec.windw"),
     ({"schema": None}, "'schema' is a required property", "spec.schema.features"),
 ]

@@ -23,7 +23,8 @@ T0 = 1_767_225_600_000
 MINUTE = 60_000
 
 
-def _monitor(tmp, name: str, *, categorical: bool, duration: int, slide: int, delay: int, late_events: bool) -> str:
+def _monitor(tmp, name: str, *, categorical: bool, duration: int, slide: int, delay: int, late_events: bool,
+             segment: dict | None = None) -> str:
     rng = np.random.default_rng(3)
     train = {"x": rng.normal(0, 1, 400).tolist(), "y": rng.normal(5, 2, 400).tolist()}
     features = [Feature("x", "numerical", 0), Feature("y", "numerical", 1)]
@@ -49,6 +50,8 @@ def _monitor(tmp, name: str, *, categorical: bool, duration: int, slide: int, de
             "outliers": {"stddev": {"k": 2}, "range": {}, **({"unseen": True} if categorical else {})},
             "drift": drift, "alerts": {"minWindowCount": 2, "consecutiveWindows": 2, "cooldown": 3000},
             "lateEvents": late_events, "baseline": {"file": str(baseline)}}
+    if segment is not None:
+        spec["segment"] = segment
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "monitoring.modelmonitor.io/v1alpha1", "kind": "ModelMonitor",
                                     "metadata": {"name": name}, "spec": spec}))
@@ -60,13 +63,20 @@ MONITORS = {  # name: (categorical, duration, slide, delay, late events)
     "sliding": (False, 2000, 500, 0, True),
     "mixed": (True, 1500, 500, 300, False),
     "uneven": (True, 1000, 300, 700, True),     # slide does not divide duration
+    "segments": (False, 2000, 500, 300, True),
+    "segments-meta": (True, 1500, 1500, 300, False),
 }
+# Segmented monitors: few slots and a short retention, so streams fill, free and overflow them.
+SEGMENTS = {"segments": {"extension": "modelversion", "maxSegments": 2, "retention": 2000},
+            "segments-meta": {"metadataHeader": "X-Model-Version", "maxSegments": 3, "retention": "3s",
+                              "default": "main"}}
 
 
 @pytest.fixture(scope="module")
 def monitors(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("monitors")
-    return {name: _monitor(tmp, name, categorical=c, duration=d, slide=s, delay=w, late_events=le)
+    return {name: _monitor(tmp, name, categorical=c, duration=d, slide=s, delay=w, late_events=le,
+                           segment=SEGMENTS.get(name))
             for name, (c, d, s, w, le) in MONITORS.items()}
 
 
@@ -75,7 +85,7 @@ number = st.one_of(st.floats(-6, 12, allow_nan=False).map(lambda v: round(v, 3))
 
 
 @st.composite
-def streams(draw, categorical: bool):
+def streams(draw, categorical: bool, segment: dict | None = None):
     n = draw(st.integers(1, 40))
     lines: list[str] = []
     docs: list[dict] = []
@@ -147,6 +157,14 @@ def streams(draw, categorical: bool):
             doc["data"]["inputs"] = [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]
         elif what == "noinst":
             doc["data"] = {"instances": []}
+        if segment is not None:
+            value = draw(st.sampled_from([None, "", "v1", "v1", "v2", "v3", "v4", "bad value", 7]))
+            if segment.get("extension") and value is not None:
+                doc[segment["extension"]] = value
+            elif value is not None:
+                header = draw(st.sampled_from(["X-Model-Version", "x-model-version"]))
+                doc["metadata"] = draw(st.sampled_from([json.dumps({header: [value]}), json.dumps({header: value}),
+                                                        json.dumps({header: [value, "v9"]}), "{not json"]))
         docs.append(doc)
         text = json.dumps(doc)
         if what == "huge" and "instances" in doc["data"]:   # a number beyond float64: not finite once read
@@ -198,7 +216,7 @@ def _assert_same(ref, col, a, b):
 @given(data=st.data())
 def test_columnar_equals_per_event(name, data, monitors, tmp_path, redis_url):
     _replay_both.redis_url = redis_url
-    lines = data.draw(streams(MONITORS[name][0]))
+    lines = data.draw(streams(MONITORS[name][0], SEGMENTS.get(name)))
     chunk = data.draw(st.sampled_from([1, 3, 7, 64]))
     ref, col, a, b = _replay_both(tmp_path, monitors[name], lines, chunk)
     _assert_same(ref, col, a, b)

@@ -68,13 +68,16 @@ def valid_data() -> dict[str, dict]:
         ev.DEAD_LETTER: {"monitor": "iris", "reason": "instances[0]: expected 2 values, got 1", "role": "ingest",
                          "originalType": ev.KSERVE_REQUEST, "originalSource": "http://localhost:9081/",
                          "originalId": "r-3", "originalData": "{\"instances\": [[1]]}", "truncated": False},
+        ev.SEGMENTS_EXCESS: {"monitor": "iris", "window": window(), "maxSegments": 2, "requests": 3,
+                             "instances": 7, "segments": ["v3", "v4"], "watermarkMs": END + 10,
+                             "closedAtMs": END + 6_040},
     }
 
 
 def roles() -> dict[str, str]:
     return {ev.INSTANCES: "ingest", ev.OUTLIER_DETECTED: "outlier", ev.WINDOW_CLOSED: "aggregate",
             ev.DRIFT_MEASURED: "drift", ev.DRIFT_DETECTED: "drift", ev.LATE_INSTANCES: "aggregate",
-            ev.DEAD_LETTER: "ingest"}
+            ev.DEAD_LETTER: "ingest", ev.SEGMENTS_EXCESS: "aggregate"}
 
 
 # --------------------------------------------------------------------------- the schema files

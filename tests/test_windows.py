@@ -153,7 +153,7 @@ def test_a_re_close_after_the_closer_died_and_a_close_slower_than_the_lease_emit
     dead.apply(requests_for(500, t0, "x", rng), t0)
     dead.store.flush()
     (claim,) = dead.store.claim("dead")
-    fixed = dead.closed_event(claim, now_ms=t0 + 123)     # computed and fixed, then the closer dies
+    (fixed,) = dead.closed_events(claim, now_ms=t0 + 123)     # computed and fixed, then the closer dies
     time.sleep(0.3)                                        # its lease expires
     other = Aggregator.for_client(mon, redis_client, lease_ms=200)
     sent = []
@@ -161,7 +161,7 @@ def test_a_re_close_after_the_closer_died_and_a_close_slower_than_the_lease_emit
     assert [e.data for e in sent] == [fixed.data]          # same data, same closedAtMs
     assert sent[0].data["closedAtMs"] == t0 + 123
     # the slow closer wakes up past its lease: it must not emit a second time
-    assert dead.closed_event(claim, now_ms=t0 + 500) is None
+    assert dead.closed_events(claim, now_ms=t0 + 500) is None
     assert not dead.store.complete(claim, "dead")
     assert not redis_client.keys(dead.store.prefix + ":p*") and not redis_client.keys(dead.store.prefix + ":res*")
 

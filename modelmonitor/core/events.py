@@ -38,9 +38,10 @@ DRIFT_MEASURED = "io.modelmonitor.drift.measured"
 DRIFT_DETECTED = "io.modelmonitor.drift.detected"
 LATE_INSTANCES = "io.modelmonitor.instances.late"
 DEAD_LETTER = "io.modelmonitor.event.rejected"
+SEGMENTS_EXCESS = "io.modelmonitor.segments.excess"
 
 EMITTED_TYPES = (INSTANCES, OUTLIER_DETECTED, WINDOW_CLOSED, DRIFT_MEASURED, DRIFT_DETECTED,
-                 LATE_INSTANCES, DEAD_LETTER)
+                 LATE_INSTANCES, DEAD_LETTER, SEGMENTS_EXCESS)
 SCHEMA_BASE = "https://modelmonitor.io/schemas/"
 
 
@@ -189,8 +190,13 @@ def instances_id(monitor: str, logger_type: str, logger_source: str, logger_id: 
     return f"{monitor}/{kind}/{logger_id}/{short_hash(logger_type, logger_source, logger_id)}"
 
 
-def window_id(monitor: str, start_ms: int, end_ms: int) -> str:
-    return f"{monitor}/{start_ms}/{end_ms}"
+def window_id(monitor: str, start_ms: int, end_ms: int, segment: str | None = None) -> str:
+    """Id of a window's events; a segmented monitor's window of one segment ends ``@<segment>``.
+
+    >>> window_id("iris", 0, 15000), window_id("iris", 0, 15000, "v2")
+    ('iris/0/15000', 'iris/0/15000@v2')
+    """
+    return f"{monitor}/{start_ms}/{end_ms}" + ("" if segment is None else f"@{segment}")
 
 
 def ms_to_rfc3339(ms: int) -> str:

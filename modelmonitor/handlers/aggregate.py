@@ -22,6 +22,8 @@ from modelmonitor.core import events as ev
 from modelmonitor.core.backoff import parse_duration, total_backoff
 from modelmonitor.runtime import metrics
 from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, encode_rows
+from modelmonitor.handlers.segment_windows import (EXCESS, ExcessCounts, excess_counts, excess_request, group_of,
+                                                   segment_partials, segments_in)
 from modelmonitor.stats.window import WindowAggregate
 from modelmonitor.handlers.monitor import (Monitor, Rejected, check_instances,
     wall_clock_ms, window_info, _split)
@@ -30,7 +32,8 @@ from modelmonitor.handlers.monitor import (Monitor, Rejected, check_instances,
 class AggregateCodec:
     """Partial aggregates of a monitor's row groups, as the window store keeps them.
 
-    A group is ``i`` (inputs) or ``p`` (predictions), optionally followed by ``@<segment>``.
+    A group is ``i`` (inputs) or ``p`` (predictions), optionally followed by ``@<segment>``,
+    or ``x``: the excess of a segmented monitor (see :mod:`.segment_windows`).
     """
 
     def __init__(self, mon: Monitor):
@@ -50,7 +53,9 @@ class AggregateCodec:
         return (layout.features, {n: e for n, e in self.mon.edges.items() if n in names},
                 {n: c for n, c in self.mon.known_categories.items() if n in names})
 
-    def empty(self, group: str) -> WindowAggregate:
+    def empty(self, group: str) -> WindowAggregate | ExcessCounts:
+        if group == EXCESS:
+            return ExcessCounts()
         return WindowAggregate(*self._config(group))
 
     def aggregate(self, group: str, requests: Sequence[PendingRequest]) -> WindowAggregate:
@@ -59,6 +64,8 @@ class AggregateCodec:
 
     def add(self, agg: WindowAggregate, group: str, requests: Sequence[PendingRequest]) -> WindowAggregate:
         """Add packed requests to ``agg`` in place (vectorised: one NumPy update per batch)."""
+        if group == EXCESS:
+            return agg.add(requests)
         layout = self.layout(group)
         n_num = len(layout.numeric)
         numeric = (np.frombuffer(b"".join([r.numeric for r in requests]), dtype="<f8").reshape(-1, n_num)
@@ -73,7 +80,9 @@ class AggregateCodec:
     def build(self, group: str, requests: Sequence[PendingRequest]) -> bytes:
         return self.aggregate(group, requests).to_bytes()
 
-    def read(self, group: str, partial: bytes) -> WindowAggregate:
+    def read(self, group: str, partial: bytes) -> WindowAggregate | ExcessCounts:
+        if group == EXCESS:
+            return ExcessCounts.from_bytes(partial)
         return WindowAggregate.from_bytes(*self._config(group), partial)
 
     def merged(self, group: str, partials: Sequence[bytes]) -> WindowAggregate:
@@ -149,21 +158,40 @@ class Aggregator:
             numeric, categorical = _split(data["instances"], layout)
             cat_rows = [list(r) for r in zip(*categorical)] if categorical else None
             num, cat = encode_rows(numeric, cat_rows)
-        group = PREDICTIONS if data.get("kind") == "response" else INPUTS
+        group = group_of(PREDICTIONS if data.get("kind") == "response" else INPUTS, self.mon.data_segment(data))
         self.last_received_ms = wall_clock_ms()
         # Dedup key: the logger event (type, source, id), which the instances id encodes.
         return PendingRequest(dedup_key(event["id"]), data["eventTimeMs"], len(data["instances"]),
                               group, num, cat)
 
     def apply(self, pending: Sequence[PendingRequest], now_ms: int) -> ApplyResult:
+        """Apply a batch to the store; a segmented monitor first admits its segments (see
+        :mod:`modelmonitor.core.segments`): requests of segments beyond maxSegments are applied
+        as excess, counted but in no segment's statistics."""
         try:
+            excess = None
+            if self.mon.segmented:
+                pending, excess = self.admit(pending)
             result = self.store.apply(pending, now_ms)
         except Exception:
             if self.failing_since_ms is None:
                 self.failing_since_ms = now_ms
             raise
         self.failing_since_ms = None
+        if excess:
+            metrics.SEGMENT_EXCESS.inc(sum(p.instances for p, st in zip(pending, result.statuses)
+                                           if p.group == EXCESS and st != "dup"))
         return result
+
+    def admit(self, pending: Sequence[PendingRequest]) -> tuple[list[PendingRequest], int]:
+        """The batch with the requests of segments that found no slot made excess requests, and
+        how many there are."""
+        seg = self.mon.spec.segment
+        segments = [p.group.split("@", 1)[1] for p in pending]
+        admitted = self.store.admit_segments([(name, p.event_time_ms) for name, p in zip(segments, pending)],
+                                             seg.max_segments, seg.retention_ms)
+        out = [p if ok else excess_request(p, name) for p, name, ok in zip(pending, segments, admitted)]
+        return out, admitted.count(False)
 
     def late_event(self, event: Event, status: str, watermark_ms: int | None) -> Event | None:
         """The optional ``instances.late`` event for a request that was late for some window."""
@@ -235,10 +263,11 @@ class Aggregator:
                 return closed
             for claim in claims:
                 try:
-                    event = self.closed_event(claim, now_ms)
-                    if event is None:      # the lease went to another closer: it emits the window
+                    events = self.closed_events(claim, now_ms)
+                    if events is None:      # the lease went to another closer: it emits the window
                         continue
-                    emit(event)
+                    for event in events:
+                        emit(event)
                 except BaseException:
                     self.store.release(claim, self.token)
                     raise
@@ -247,32 +276,53 @@ class Aggregator:
             if len(claims) < limit:
                 return closed
 
-    def closed_event(self, claim, now_ms: int) -> Event | None:
-        """The window's event: the one an earlier closer fixed in Redis, else computed now and
-        fixed (first writer wins); None when the lease is no longer ours. Fixing it renews the
+    def closed_events(self, claim, now_ms: int) -> list[Event] | None:
+        """The window's events: those an earlier closer fixed in Redis, else computed now and
+        fixed (first writer wins); None when the lease is no longer ours. Fixing them renews the
         lease, and the computation reads O(panes x features x sketch size)."""
         held, stored = self.store.stored_result(claim, self.token)
         if not held:
             return None
         if stored is None:
-            data = self.window_data(claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms,
-                                    self.store.read(claim))
-            stored = self.store.store_result(claim, self.token, json.dumps(data, separators=(",", ":"),
+            result = self.window_result(claim, now_ms)
+            stored = self.store.store_result(claim, self.token, json.dumps(result, separators=(",", ":"),
                                                                           allow_nan=False).encode())
             if stored is None:
                 return None
-        return self.make_closed_event(claim.start_ms, claim.end_ms, json.loads(stored))
+        return self.make_events(claim.start_ms, claim.end_ms, json.loads(stored))
 
-    def window_event(self, claim, now_ms: int) -> Event:
-        """The window's event computed from its partials (no lease bookkeeping)."""
-        data = self.window_data(claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms,
-                                self.store.read(claim))
-        return self.make_closed_event(claim.start_ms, claim.end_ms, data)
+    def window_events(self, claim, now_ms: int) -> list[Event]:
+        """The window's events computed from its partials (no lease bookkeeping)."""
+        return self.make_events(claim.start_ms, claim.end_ms, self.window_result(claim, now_ms))
 
-    def make_closed_event(self, start_ms: int, end_ms: int, data: dict) -> Event:
+    def window_result(self, claim, now_ms: int):
+        """What a closed window gives, as fixed in Redis: its ``window.closed`` data; for a
+        segmented monitor ``[[type, data], ...]``: a ``window.closed`` per segment with rows in
+        the window (sorted by segment), then ``segments.excess`` if instances found no slot."""
+        partials = self.store.read(claim)
+        args = (claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms)
+        if not self.mon.segmented:
+            return self.window_data(*args, partials)
+        out: list = [[ev.WINDOW_CLOSED, dict(self.window_data(*args, segment_partials(partials, name)), segment=name)]
+                     for name in segments_in(partials)]
+        if EXCESS in partials:
+            counts = excess_counts(partials[EXCESS])
+            out.append([ev.SEGMENTS_EXCESS, {"monitor": self.mon.name, "window": window_info(claim.start_ms, claim.end_ms),
+                                             "maxSegments": self.mon.spec.segment.max_segments, **counts,
+                                             "watermarkMs": claim.watermark_ms, "closedAtMs": now_ms}])
+        return out
+
+    def make_events(self, start_ms: int, end_ms: int, result) -> list[Event]:
         mon = self.mon
-        return ev.make_event(ev.WINDOW_CLOSED, mon.name, ev.window_id(mon.name, start_ms, end_ms),
-                             data, source=mon.source("aggregate"), time_ms=end_ms)
+        if not mon.segmented:
+            return [ev.make_event(ev.WINDOW_CLOSED, mon.name, ev.window_id(mon.name, start_ms, end_ms),
+                                  result, source=mon.source("aggregate"), time_ms=end_ms)]
+        out = []
+        for etype, data in result:
+            wid = (ev.window_id(mon.name, start_ms, end_ms, data["segment"]) if etype == ev.WINDOW_CLOSED
+                   else ev.window_id(mon.name, start_ms, end_ms) + "/excess")
+            out.append(ev.make_event(etype, mon.name, wid, data, source=mon.source("aggregate"), time_ms=end_ms))
+        return out
 
     def window_data(self, start_ms: int, end_ms: int, late: int, watermark_ms: int | None, closed_at_ms: int,
                     partials: dict[str, Sequence[bytes]]) -> dict:

@@ -18,6 +18,8 @@ from modelmonitor.handlers.monitor import (Monitor, Rejected, check_attributes, 
 class AlertState:
     """The alert policy's state in Redis, shared by replicas: optimistic read-modify-write.
 
+    One state per monitor (``{mm:<monitor>}:alert``), and per segment for a segmented monitor
+    (``{mm:<monitor>}:alert@<segment>``).
     Two round trips per update: GET the state, then a compare-and-set script that writes the new
     state only if the key still holds what was read (else the update runs again on the new state)."""
 
@@ -36,13 +38,14 @@ return 0
         self.key = "{mm:%s}:alert" % monitor
         self._compare_and_set = client.register_script(self._COMPARE_AND_SET)
 
-    def update(self, fn: Callable[[dict | None], tuple[dict, Any]]) -> Any:
+    def update(self, fn: Callable[[dict | None], tuple[dict, Any]], segment: str | None = None) -> Any:
+        key = self.key if segment is None else f"{self.key}@{segment}"
         while True:
-            raw = self.client.get(self.key)
+            raw = self.client.get(key)
             state = json.loads(raw) if raw else None
             new_state, result = fn(state)
-            if self._compare_and_set(keys=[self.key], args=["1" if raw is None else "0", raw or b"",
-                                                            json.dumps(new_state)]):
+            if self._compare_and_set(keys=[key], args=["1" if raw is None else "0", raw or b"",
+                                                       json.dumps(new_state)]):
                 return result
 
 
@@ -50,10 +53,14 @@ class MemoryAlertState:
     """The same interface over a dict, for pure use (tests, no Redis)."""
 
     def __init__(self):
-        self.state: dict | None = None
+        self.state: dict | None = None                     # an unsegmented monitor's
+        self.segments: dict[str, dict | None] = {}         # a segmented monitor's, per segment
 
-    def update(self, fn):
-        self.state, result = fn(self.state)
+    def update(self, fn, segment: str | None = None):
+        if segment is None:
+            self.state, result = fn(self.state)
+        else:
+            self.segments[segment], result = fn(self.segments.get(segment))
         return result
 
 
@@ -101,6 +108,7 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state, *, check_skew:
     count = data.get("count", 0)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise Rejected("data.count must be a non-negative integer")
+    segment = mon.data_segment(data)
     if mon.baseline is None or not mon.spec.drift:
         return []
     # Every score is computed (showAll on): the sequential alert rule needs those under threshold too.
@@ -121,12 +129,14 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state, *, check_skew:
         "measuredAtMs": now_ms,
         "features": measured,
     }
+    if segment is not None:
+        out["segment"] = segment
     if any(d.name in MULTIVARIATE_DETECTORS for d in mon.spec.drift):
         out["multivariate"] = shown_scores({"m": full_multivariate}, mon.spec.drift).get("m", {})
     drifted_multivariate = sorted(m for m, score in full_multivariate.items() if score["drifted"])
     ratios = drift_ratios(full)
     ratios.update(drift_ratios({f"multivariate.{m}": {m: score} for m, score in full_multivariate.items()}))
-    wid = ev.window_id(mon.name, window["startMs"], window["endMs"])
+    wid = ev.window_id(mon.name, window["startMs"], window["endMs"], segment)
     emitted = [ev.make_event(ev.DRIFT_MEASURED, mon.name, wid + "/drift", out, source=mon.source("drift"),
                              time_ms=window["endMs"])]
     drifted = sorted(n for n, metrics in measured.items() if any(m["drifted"] for m in metrics.values()))
@@ -140,7 +150,7 @@ def measure(mon: Monitor, event: Event, now_ms: int, alert_state, *, check_skew:
                               monitored_features=max(judged, len(drifted), 1),
                               drifted_multivariate=drifted_multivariate, ratios=ratios)
 
-    alert = alert_state.update(step)
+    alert = alert_state.update(step) if segment is None else alert_state.update(step, segment)
     if alert is not None:
         detected = dict(out, severity=alert["severity"], reason=alert["reason"], driftedFeatures=drifted)
         if "multivariate" in out:

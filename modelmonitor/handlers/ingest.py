@@ -31,12 +31,16 @@ class Instances:
     request_id: str
     logger_type: str
     logger_source: str
+    segment: str | None = None      # a segmented monitor's segment of the logger event
 
     def data(self, mon: Monitor) -> dict:
-        return {"monitor": mon.name, "requestId": self.request_id, "kind": self.kind,
-                "eventTime": ev.ms_to_rfc3339(self.event_time_ms), "eventTimeMs": self.event_time_ms,
-                "features": mon.layout(self.kind).names, "instances": self.rows,
-                "loggerType": self.logger_type, "loggerSource": self.logger_source}
+        out = {"monitor": mon.name, "requestId": self.request_id, "kind": self.kind,
+               "eventTime": ev.ms_to_rfc3339(self.event_time_ms), "eventTimeMs": self.event_time_ms,
+               "features": mon.layout(self.kind).names, "instances": self.rows,
+               "loggerType": self.logger_type, "loggerSource": self.logger_source}
+        if self.segment is not None:
+            out["segment"] = self.segment
+        return out
 
 
 def ingest_rows(mon: Monitor, attrs, data, now_ms: int, *, check_skew: bool = True,
@@ -59,6 +63,7 @@ def ingest_rows(mon: Monitor, attrs, data, now_ms: int, *, check_skew: bool = Tr
     if check_skew and t - now_ms > mon.spec.window.max_clock_skew_ms:
         raise Rejected(f"event time {ev.ms_to_rfc3339(t)} is {t - now_ms} ms ahead of this function's clock "
                        f"(maxClockSkew {mon.spec.window.max_clock_skew_ms} ms)")
+    segment = mon.logger_segment(attrs)
     if data is None or data == b"" or data == "":
         raise Rejected("empty body: expected a KServe V1 or V2 payload")
     try:
@@ -70,7 +75,7 @@ def ingest_rows(mon: Monitor, attrs, data, now_ms: int, *, check_skew: bool = Tr
         raise Rejected(exc.reason) from None
     source = attrs["source"]
     return Instances(ev.instances_id(mon.name, etype, source, attrs["id"]), kind, t, rows, attrs["id"],
-                     etype, source)
+                     etype, source, segment)
 
 
 def ingest(mon: Monitor, event: Event, now_ms: int, *, check_skew: bool = True) -> Event | None:

@@ -14,6 +14,7 @@ from modelmonitor.core.events import Event
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import load_baseline
+from modelmonitor.core.segments import check_segment_name, segment_of
 from modelmonitor.detect.drift import measure_drift
 from modelmonitor.detect.outliers import OutlierDetector
 from modelmonitor.core.payload_rows import cap_reason
@@ -139,6 +140,32 @@ class Monitor:
     def from_env(cls) -> "Monitor":
         return cls.from_config(os.environ)
 
+    @property
+    def segmented(self) -> bool:
+        return self.spec.segment is not None
+
+    def logger_segment(self, attrs) -> str | None:
+        """The segment of a logger event (None for a monitor without ``spec.segment``)."""
+        if self.spec.segment is None:
+            return None
+        try:
+            return segment_of(self.spec.segment, attrs)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+
+    def data_segment(self, data: dict) -> str | None:
+        """The segment of a derived event's data (``data.segment``; absent or null is the
+        default segment); None for a monitor without ``spec.segment``, which ignores it."""
+        if self.spec.segment is None:
+            return None
+        value = data.get("segment")
+        if value is None:
+            return self.spec.segment.default
+        try:
+            return check_segment_name(value, "data.segment")
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+
     def layout(self, kind: str) -> Layout:
         return self.predictions if kind == "response" else self.inputs
 
@@ -184,6 +211,7 @@ def check_instances(mon: Monitor, event: Event, now_ms: int | None = None) -> tu
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(layout.names):
             raise Rejected(f"data.instances[{i}] must be a list of {len(layout.names)} values")
+    mon.data_segment(data)
     return data, layout
 
 

@@ -21,12 +21,16 @@ def outliers(mon: Monitor, event: Event, now_ms: int, *, check_skew: bool = True
     found = mon.outlier_detector.detect(numeric, categorical)
     if not found:
         return None
-    return outlier_event(mon, event["id"], data.get("requestId"), data["eventTimeMs"], found, now_ms)
+    return outlier_event(mon, event["id"], data.get("requestId"), data["eventTimeMs"], found, now_ms,
+                         mon.data_segment(data))
 
 
-def outlier_event(mon: Monitor, inst_id: str, request_id, t: int, found: list, now_ms: int) -> Event:
+def outlier_event(mon: Monitor, inst_id: str, request_id, t: int, found: list, now_ms: int,
+                  segment: str | None = None) -> Event:
     out = {"monitor": mon.name, "requestId": request_id, "eventTimeMs": t, "detectedAtMs": now_ms,
            "outliers": found}
+    if segment is not None:
+        out["segment"] = segment
     return ev.make_event(ev.OUTLIER_DETECTED, mon.name, inst_id + "/outliers", out,
                          source=mon.source("outlier"), time_ms=t)
 

@@ -13,6 +13,8 @@ REDIS_LATENCY = Histogram("modelmonitor_redis_seconds", "Latency of one group-co
                           buckets=_LATENCY_BUCKETS)
 WINDOWS_CLOSED = Counter("modelmonitor_windows_closed_total", "Windows closed and emitted")
 LATE_INSTANCES = Counter("modelmonitor_late_instances_total", "Instance-window pairs dropped as late")
+SEGMENT_EXCESS = Counter("modelmonitor_segment_excess_instances_total",
+                         "Instances of segments beyond spec.segment.maxSegments: counted, in no segment's windows")
 DEDUP_HITS = Counter("modelmonitor_dedup_hits_total", "Redelivered events recognised and not counted again")
 WATERMARK_LAG = Gauge("modelmonitor_watermark_lag_seconds", "Wall clock minus the monitor's watermark")
 WINDOWS_OPEN = Gauge("modelmonitor_windows_open", "Windows holding instances the watermark has not sealed yet "

@@ -210,6 +210,8 @@ class AggregateHandler(Handler):
 
     def _emit_window(self, event: Event) -> None:
         self.sink.send(event)
+        if event["type"] != ev.WINDOW_CLOSED:       # segments.excess: no window of its own
+            return
         d = event.data
         metrics.WINDOWS_CLOSED.inc()
         metrics.CLOSE_LATENCY.observe(max(0, d["closedAtMs"] - d["window"]["endMs"]
@@ -246,19 +248,19 @@ class _TrackedAlertState:
         self.inner = inner
         self.transition = None
 
-    def update(self, fn):
+    def update(self, fn, segment: str | None = None):
         def step(state):
             new_state, result = fn(state)
-            self.transition = (state, new_state)
+            self.transition = (segment, state, new_state)
             return new_state, result
-        return self.inner.update(step)
+        return self.inner.update(step, segment)
 
     def roll_back(self) -> None:
         if self.transition is None:
             return
-        before, after = self.transition
+        segment, before, after = self.transition
         # Only if nobody moved the state on since (another replica, a later window).
-        self.inner.update(lambda state: (before, None) if state == after else (state, None))
+        self.inner.update(lambda state: (before, None) if state == after else (state, None), segment)
 
 
 class DriftHandler(Handler):

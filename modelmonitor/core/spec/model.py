@@ -172,6 +172,29 @@ class AlertSpec:
     sequential: SequentialSpec | None = None   # replaces consecutive_windows when set
 
 
+#: Segment values: what may name a segment (a model version, a tenant): it becomes part of
+#: Redis keys and event ids, so no ':', '@', '/' or spaces.
+SEGMENT_VALUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+#: Most segments a monitor may watch at once (each one multiplies the window state and the
+#: work of closing a window).
+MAX_SEGMENTS_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """``spec.segment``: where a logger event's segment comes from and how many are watched."""
+    extension: str | None = None        # a CloudEvent extension attribute (e.g. modelversion)
+    metadata_header: str | None = None  # a header inside KServe's ``metadata`` extension
+    max_segments: int = 10
+    default: str = "default"            # the segment of events with no value
+    retention_ms: int = 86_400_000      # a segment unseen this long (event time) frees its slot
+
+    @property
+    def source(self) -> str:
+        return (f"extension {self.extension!r}" if self.extension is not None
+                else f"metadata header {self.metadata_header!r}")
+
+
 @dataclass(frozen=True)
 class MonitorSpec:
     name: str
@@ -195,6 +218,7 @@ class MonitorSpec:
     late_events: bool = False
     dead_letter_sink: dict | None = None   # Knative Destination {uri} or {ref}
     delivery: dict | None = None           # {retry, backoffPolicy, backoffDelay, timeout}
+    segment: SegmentSpec | None = None     # windows, drift and alerts per segment when set
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

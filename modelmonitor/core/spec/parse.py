@@ -41,6 +41,8 @@ from modelmonitor.core.spec.model import (
     _NAME_RE,
     format_duration,
     parse_duration)
+from modelmonitor.core.spec.segment import parse_segment
+
 
 def _get(d: Any, key: str, path: str, kind: type | tuple = dict, default: Any = None) -> Any:
     if not isinstance(d, dict):
@@ -327,7 +329,7 @@ def parse_monitor(doc: Any, base_dir: str | None = None) -> MonitorSpec:
         raise SpecError("spec", "is required")
     _check_keys(spec, {"inferenceService", "model", "schema", "window", "stats", "outliers", "drift",
                        "alerts", "baseline", "state", "broker", "sinks", "functions", "lateEvents",
-                       "deadLetterSink", "delivery"}, "spec")
+                       "deadLetterSink", "delivery", "segment"}, "spec")
     model = _get(spec, "model", "spec", dict, {})
     schema = _get(spec, "schema", "spec", dict, None)
     if schema is None:
@@ -416,8 +418,13 @@ def parse_monitor(doc: Any, base_dir: str | None = None) -> MonitorSpec:
             v = delivery.get(key)
             if v is not None and (not isinstance(v, str) or not re.match(r"^P(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)$", v)):
                 raise SpecError(f"spec.delivery.{key}", f"{v!r} is not an ISO-8601 duration like PT0.2S")
+    segment = parse_segment(spec.get("segment"), "spec.segment")
+    if segment is not None and segment.retention_ms < window.duration_ms:
+        raise SpecError("spec.segment.retention", f"{format_duration(segment.retention_ms)} is shorter than "
+                        f"spec.window.duration ({format_duration(window.duration_ms)}): a segment would lose "
+                        "its slot inside one window")
     return MonitorSpec(
-        dead_letter_sink=dls, delivery=delivery,
+        dead_letter_sink=dls, segment=segment, delivery=delivery,
         name=name, namespace=namespace, inference_service=isvc,
         model_name=str(model.get("name", isvc)), model_version=str(model.get("version", "")),
         features=features, predictions=predictions, window=window, stats=stats, outliers=outliers,

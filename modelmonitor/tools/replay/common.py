@@ -156,18 +156,22 @@ class JsonAlertState:
     it in Redis, so the policy sees exactly what it would see there."""
 
     def __init__(self):
-        self.raw: str | None = None
+        self.raw: dict[str | None, str] = {}       # segment (None: unsegmented) -> JSON text
 
-    def update(self, fn):
-        state = json.loads(self.raw) if self.raw else None
+    def update(self, fn, segment: str | None = None):
+        raw = self.raw.get(segment)
+        state = json.loads(raw) if raw else None
         new_state, result = fn(state)
-        self.raw = json.dumps(new_state)
+        self.raw[segment] = json.dumps(new_state)
         return result
 
 
 def drift_events(mon: Monitor, window_event, clock_ms: int, alerts) -> list:
     """What the drift function emits for a closed window: its measurements (and alert), or the
-    dead letter it would send for a window it refuses (e.g. one starting before 1970)."""
+    dead letter it would send for a window it refuses (e.g. one starting before 1970)); nothing
+    for a ``segments.excess``, which goes to no Trigger of the drift function."""
+    if window_event["type"] != ev.WINDOW_CLOSED:
+        return []
     try:
         return measure(mon, window_event, clock_ms, alerts, check_skew=False)
     except Rejected as exc:

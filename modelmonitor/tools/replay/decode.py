@@ -64,6 +64,7 @@ class Decoded:
     keys: list                                   # dedup identity: (type, source, id)
     numeric: dict                                # kind -> (instances of that kind, numerical features)
     categorical: dict                            # kind -> one list per categorical feature
+    segment: list | None = None                  # record -> segment (segmented monitors)
     logger_events: int = 0
     ignored: int = 0
     dead: list = field(default_factory=list)     # (line index, dead letter event)
@@ -89,7 +90,7 @@ class _Records:
     """Records of the per-line path while a chunk is decoded."""
 
     def __init__(self):
-        self.line, self.t, self.kind, self.n, self.keys, self.src = [], [], [], [], [], []
+        self.line, self.t, self.kind, self.n, self.keys, self.src, self.segment = [], [], [], [], [], [], []
         self.offset = {REQUEST: 0, RESPONSE: 0}     # where the next block starts in its kind's matrix
         self.blocks = {REQUEST: [], RESPONSE: []}   # (numeric, categorical columns) per record
 
@@ -99,8 +100,9 @@ class ChunkDecoder:
         self.mon = mon
         self.isvc = mon.spec.inference_service
         self.width = len(mon.inputs.features)
-        # The typed path covers monitors whose inputs are all numerical.
-        self.fast = not mon.inputs.categorical and self.width > 0
+        # The typed path covers monitors whose inputs are all numerical, without segments (the
+        # segment comes from an extension attribute the typed decoder does not read).
+        self.fast = not mon.inputs.categorical and self.width > 0 and not mon.segmented
         self.n_num = {REQUEST: len(mon.inputs.numeric), RESPONSE: len(mon.predictions.numeric)}
         self.n_cat = {REQUEST: len(mon.inputs.categorical), RESPONSE: len(mon.predictions.categorical)}
         self.text = OutlierText(mon)
@@ -130,6 +132,10 @@ class ChunkDecoder:
             order = np.argsort(line, kind="stable")
             line, t, kind, counts, src = line[order], t[order], kind[order], counts[order], src[order]
             keys = [keys[j] for j in order.tolist()]
+            if self.mon.segmented:           # no typed records: every record is in recs
+                out.segment = [recs.segment[j] for j in order.tolist()]
+        elif self.mon.segmented:
+            out.segment = []
         out.line, out.t, out.kind, out.n, out.keys = line, t, kind, counts, keys
         for k in (REQUEST, RESPONSE):
             n_num = self.n_num[k]
@@ -245,6 +251,7 @@ class ChunkDecoder:
         recs.kind.append(kind)
         recs.n.append(len(inst.rows))
         recs.keys.append((doc["type"], doc["source"], doc["id"]))
+        recs.segment.append(inst.segment)
         recs.src.append(recs.offset[kind])
         recs.offset[kind] += len(inst.rows)
         recs.blocks[kind].append((numeric, categorical))
@@ -275,7 +282,8 @@ class ChunkDecoder:
                 hits.append(o)
         records = list(by_record)
         times = out.t[records]
-        t_texts = rfc3339_column(np.maximum(times, 0)) if self.text.usable else None
+        # The text template has no segment: a segmented monitor's events take the general path.
+        t_texts = rfc3339_column(np.maximum(times, 0)) if self.text.usable and out.segment is None else None
         for j, ((r, hits), t) in enumerate(zip(by_record.items(), times.tolist())):
             if t == NO_TIME:
                 out.outliers.append((r, hits))       # its event time is the clock: serialised later
@@ -285,4 +293,6 @@ class ChunkDecoder:
             if t_texts is not None:
                 out.outliers.append((r, self.text.text(inst_id, lid, t, t_texts[j], hits, CLOCK_MARK)))
             else:
-                out.outliers.append((r, ev.to_json_line(outlier_event(mon, inst_id, lid, t, hits, CLOCK_MARK))))
+                segment = None if out.segment is None else out.segment[r]
+                out.outliers.append((r, ev.to_json_line(outlier_event(mon, inst_id, lid, t, hits, CLOCK_MARK,
+                                                                      segment))))

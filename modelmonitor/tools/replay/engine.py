@@ -23,6 +23,7 @@ from operator import itemgetter
 import numpy as np
 
 from modelmonitor.core import events as ev
+from modelmonitor.core.segments import SegmentAdmission
 from modelmonitor.handlers import Aggregator, Monitor, outlier_event
 from modelmonitor.tools.replay.common import JsonAlertState, Output, ReplayStats, drift_events
 from modelmonitor.tools.replay.decode import CLOCK_MARK, NO_TIME, Decoded
@@ -54,6 +55,8 @@ class ColumnarReplay:
         self.windows = WindowBuffers(mon)
         self.aggregator = Aggregator(mon, self.windows, live=False)  # a replay has no wall clock
         self.alerts = JsonAlertState()
+        seg = mon.spec.segment
+        self.admission = None if seg is None else SegmentAdmission(seg.max_segments, seg.retention_ms)
         self.late_events = mon.spec.late_events
         self.clock = 0
         self.max_t: int | None = None
@@ -104,6 +107,11 @@ class ColumnarReplay:
         clock_after = run[1:]
         t = np.where(absent, run[:-1], t_raw)
         self._clock_after = clock_after
+        # -- segments: admitted in line order, duplicates included (as the aggregate admits
+        # before its store finds duplicates)
+        admitted = None
+        if self.admission is not None:
+            admitted = np.asarray(self.admission.admit(zip(dec.segment, t.tolist())), dtype=bool)
         # -- dedup over processing-time buckets of the clock
         buckets = clock_after // self.bucket_ms
         dup = self.dedup.duplicates(dec.keys, buckets)
@@ -142,7 +150,7 @@ class ColumnarReplay:
         late_cum = self.late + np.cumsum(late_inc)
         # -- window contents
         on_time = ~late
-        self.windows.add(dec, pair_rec[on_time], ws[on_time])
+        self.windows.add(dec, pair_rec[on_time], ws[on_time], admitted)
         # -- sealing: each open window at the first record after which W >= end
         starts = self.windows.open_starts()
         if len(starts):
@@ -202,8 +210,9 @@ class ColumnarReplay:
                 out.line(ev.OUTLIER_DETECTED, found.replace(_DETECTED_AT % CLOCK_MARK, _DETECTED_AT % clock, 1))
             else:
                 typ, source, lid = dec.keys[r]
-                out.event(outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, found, clock),
-                          clock)
+                segment = None if dec.segment is None else dec.segment[r]
+                out.event(outlier_event(mon, ev.instances_id(mon.name, typ, source, lid), lid, t, found, clock,
+                                        segment), clock)
         elif kind == "late":
             _, dec, r, t, starts, w_after, clock = what
             typ, source, lid = dec.keys[r]
@@ -214,8 +223,9 @@ class ColumnarReplay:
                 out.event(event, clock)
         else:
             _, claim, clock = what
-            event = self.aggregator.window_event(claim, clock)
+            events = self.aggregator.window_events(claim, clock)
             self.windows.drop(claim.start_ms)
-            out.event(event, clock)
-            for drift in drift_events(mon, event, clock, self.alerts):
-                out.event(drift, clock)
+            for event in events:
+                out.event(event, clock)
+                for drift in drift_events(mon, event, clock, self.alerts):
+                    out.event(drift, clock)

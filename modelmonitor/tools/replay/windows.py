@@ -5,8 +5,10 @@ A window keeps one mergeable :class:`~modelmonitor.stats.window.WindowAggregate`
 blocks of exactly ``BLOCK_ROWS`` (``update_columns``), the rest at close, so memory per window
 is fixed whatever the window's size, and the statistics do not depend on how the input was
 cut into chunks (same blocks, same float rounding, with or without worker processes). :meth:`WindowBuffers.read` hands them to the aggregate handler's
-``window_event`` (the WindowStore.read contract: ``{group: [partials]}``) through a codec that
-takes the aggregates as they are, so window statistics come from the very same code.
+``window_events`` (the WindowStore.read contract: ``{group: [partials]}``) through a codec that
+takes the aggregates as they are, so window statistics come from the very same code. A segmented
+monitor's window keeps one per row group and segment (``i@<segment>``, ``p@<segment>``) and the
+counts of the instances of segments that found no slot (the excess group).
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import numpy as np
 
 from modelmonitor.handlers import Monitor
 from modelmonitor.handlers.aggregate import AggregateCodec
+from modelmonitor.handlers.segment_windows import EXCESS, ExcessCounts, group_of
 from modelmonitor.stats.window import WindowAggregate
 from modelmonitor.tools.replay.decode import REQUEST, RESPONSE, Decoded
-from state.store import INPUTS, PREDICTIONS
+from state.store import INPUTS, PREDICTIONS, PendingRequest
 
 _GROUP_OF_KIND = {REQUEST: INPUTS, RESPONSE: PREDICTIONS}
 
@@ -78,10 +81,11 @@ class _Group:
 
 
 class _Window:
-    __slots__ = ("groups", "sealed")
+    __slots__ = ("groups", "excess", "sealed")
 
     def __init__(self):
         self.groups: dict[str, _Group] = {}
+        self.excess: ExcessCounts | None = None
         self.sealed = False
 
 
@@ -91,11 +95,33 @@ class WindowBuffers:
         self.codec = InProcessCodec(mon)
         self.open: dict[int, _Window] = {}                # window start -> content
 
-    def add(self, dec: Decoded, recs: np.ndarray, starts: np.ndarray) -> None:
+    def add(self, dec: Decoded, recs: np.ndarray, starts: np.ndarray, admitted: np.ndarray | None = None) -> None:
         """Add the rows of records ``recs`` to the windows starting at ``starts`` (pairwise;
-        records ascending within each window)."""
+        records ascending within each window). A segmented monitor's records go to their
+        segment (``dec.segment``), or to the excess counts where ``admitted`` is False."""
         if not len(recs):
             return
+        if dec.segment is None:
+            self._add(dec, recs, starts, None)
+            return
+        names = np.asarray(dec.segment, dtype=object)[recs]
+        ok = admitted[recs]
+        for r, start in zip(recs[~ok].tolist(), starts[~ok].tolist()):
+            window = self._window(start)
+            if window.excess is None:
+                window.excess = ExcessCounts()
+            window.excess.add([PendingRequest("", 0, int(dec.n[r]), EXCESS, b"", dec.segment[r].encode())])
+        for name in sorted(set(names[ok].tolist())):
+            sel = ok & (names == name)
+            self._add(dec, recs[sel], starts[sel], name)
+
+    def _window(self, start: int) -> _Window:
+        window = self.open.get(start)
+        if window is None:
+            window = self.open[start] = _Window()
+        return window
+
+    def _add(self, dec: Decoded, recs: np.ndarray, starts: np.ndarray, segment: str | None) -> None:
         inst_start = np.zeros(len(dec.n), dtype=np.int64)
         for k in (REQUEST, RESPONSE):
             sel = dec.kind == k
@@ -104,10 +130,7 @@ class WindowBuffers:
         s_sorted, r_sorted = starts[order], recs[order]
         bounds = np.flatnonzero(np.diff(s_sorted)) + 1
         for group_starts, group_recs in zip(np.split(s_sorted, bounds), np.split(r_sorted, bounds)):
-            start = int(group_starts[0])
-            window = self.open.get(start)
-            if window is None:
-                window = self.open[start] = _Window()
+            window = self._window(int(group_starts[0]))
             kinds = dec.kind[group_recs]
             for k in (REQUEST, RESPONSE):
                 mixed = (kinds != k)
@@ -125,7 +148,7 @@ class WindowBuffers:
                     rows = np.repeat(first - (np.cumsum(n) - n), n) + np.arange(total)
                     picks = rows.tolist()
                     categorical = [[col[j] for j in picks] for col in dec.categorical[k]]
-                group = _GROUP_OF_KIND[k]
+                group = group_of(_GROUP_OF_KIND[k], segment)
                 state = window.groups.get(group)
                 if state is None:
                     state = window.groups[group] = _Group(self.codec.empty(group))
@@ -140,7 +163,7 @@ class WindowBuffers:
     def drop(self, start: int) -> None:
         self.open.pop(start, None)
 
-    # -- what Aggregator.window_event reads (the WindowStore.read contract)
+    # -- what Aggregator.window_events reads (the WindowStore.read contract)
     def read(self, claim) -> dict:
         window = self.open[claim.start_ms]
         out = {}
@@ -148,4 +171,6 @@ class WindowBuffers:
             agg = state.done()
             if agg.count:
                 out[g] = [agg]
+        if window.excess is not None:
+            out[EXCESS] = [window.excess]
         return out
