@@ -164,3 +164,34 @@ def test_lease_blocks_second_closer_until_expiry(redis_client):
     assert c2.member == c1.member
     assert store.complete(c2, "other")
     assert not store.complete(c1, "dead-replica")     # already done: no second close
+
+
+def test_a_lost_reply_or_a_shared_token_loses_and_doubles_nothing(redis_client):
+    """The script ran but its reply was lost (the process cannot tell whether the batch was
+    applied), and another store writes under the same token: each replica's pane aggregate is
+    version-checked, so the stale view is read back instead of overwriting what Redis holds."""
+    store = WindowStore(redis_client, "lost", duration_ms=1000, slide_ms=1000, delay_ms=10_000, codec=ROWS)
+    twin = WindowStore(redis_client, "lost", duration_ms=1000, slide_ms=1000, delay_ms=10_000, codec=ROWS,
+                       token=store.token)
+
+    def req(key, value):
+        num, cat = encode_rows(np.array([[value, 0.0]]), None)
+        return PendingRequest(key, 100 + int(value), 1, "i", num, cat)
+
+    assert store.apply([req("a", 1.0)], 0).statuses == ["ok"]
+    applied = store._apply
+
+    def reply_lost(**kw):
+        applied(**kw)
+        raise ConnectionError("reply lost")
+
+    store._apply = reply_lost
+    with pytest.raises(ConnectionError):
+        store.apply([req("b", 2.0)], 0)
+    store._apply = applied
+    assert store.apply([req("b", 2.0)], 0).statuses == ["dup"]      # the redelivery
+    assert twin.apply([req("c", 3.0)], 0).statuses == ["ok"]        # same token, its own view
+    assert store.apply([req("d", 4.0)], 0).statuses == ["ok"]       # stale: read back, then written
+    store.flush()
+    (claim,) = store.claim("x")
+    assert sorted(rows_of(store.read(claim))[:, 0].tolist()) == [1.0, 2.0, 3.0, 4.0]
