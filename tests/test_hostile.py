@@ -324,10 +324,11 @@ def test_functions_answer_hostile_events_and_stay_exact(tmp_path):
                 attrs = data.draw(hostile_attributes(ev.WINDOW_CLOSED if role == "drift" else ev.INSTANCES))
                 body = data.draw(window_data(now) if role == "drift" else instances_data(now))
             if isinstance(body, dict) and data.draw(st.integers(0, 3)) == 0:   # the forged clocks
-                if role in ("aggregate", "outlier"):
-                    body["eventTimeMs"] = start + data.draw(st.sampled_from([86_400_000, SKEW_MS + 60_000]))
+                ahead = now_ms() + data.draw(st.sampled_from([86_400_000, SKEW_MS + 60_000]))  # of the clock now:
+                if role in ("aggregate", "outlier"):                    # 3,000 cases take minutes
+                    body["eventTimeMs"] = ahead
                 elif isinstance(body.get("window"), dict):
-                    body["window"].update(startMs=start + 86_398_000, endMs=start + 86_400_000)
+                    body["window"].update(startMs=ahead - 2000, endMs=ahead)
             corrupt_at = data.draw(st.integers(0, 10 ** 6)) if data.draw(st.integers(0, 9)) == 0 else None
             resp = _post(session, procs[role].url, attrs, body, data.draw(st.booleans()), corrupt_at)
             if resp is None:
@@ -359,7 +360,10 @@ def test_functions_answer_hostile_events_and_stay_exact(tmp_path):
         # The valid stream: 8 windows of 120 drifted rows (every value shifted; minWindowCount is 100),
         # then one request that seals them.
         rng = np.random.default_rng(16)
-        base = (now_ms() - 40_000) // 2000 * 2000
+        # After every accepted instance (the clock rule lets one be up to maxClockSkew ahead).
+        latest = max([t for _, t, _ in accepted_instances], default=0)
+        base = (max(now_ms() - 40_000, latest + 2000) + 1999) // 2000 * 2000
+        assert base + 30_000 < now_ms() + SKEW_MS - 30_000, "an accepted instance left no room for the stream"
         stream = []
         for i in range(80):
             t = base + i * 200

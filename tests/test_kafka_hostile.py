@@ -2,7 +2,8 @@
 mock cluster over TCP, the real local stack: broker, four func-python functions, redis-server):
 each one becomes exactly one `event.rejected` dead letter with its reason, the consumer never
 stops, and the valid records around them give exactly the windows the brute-force reference
-gives over the valid records alone.
+gives over the valid records alone. A request the run's HTTP ingress refuses is dead-lettered
+the same way.
 
 Records that hold no usable CloudEvent (not JSON, a JSON array, attributes of the wrong type or
 empty, invalid UTF-8, JSON nested too deeply, a tombstone) are dead-lettered by the Kafka ingress
@@ -16,6 +17,7 @@ import json
 import random
 import uuid
 
+import requests
 from kafka import KafkaProducer
 
 from live_stack import (Recorder, Sent, Ticker, accepted_in_order, assert_windows_match, expected_windows,
@@ -117,6 +119,16 @@ def test_malformed_logger_records_are_dead_lettered_and_the_stream_goes_on(tmp_p
             assert len(mine) == 1, (name, [d.data["reason"] for d in dead])
             assert why in mine[0].data["reason"], (name, mine[0].data["reason"])
             assert mine[0].data["originalData"] or value is None
+        # The HTTP ingress of the same run keeps a refused request the same way, with the
+        # attributes its ce-* headers name.
+        resp = requests.post(run.ingress_url, data=b'{"x": 1}', timeout=10, headers={
+            "ce-specversion": "1.0", "ce-type": "t", "ce-source": "/s", "content-type": "application/json"})
+        assert resp.status_code == 400 and "ce-id" in resp.text
+        wait_until(lambda: [d for d in recorder.of(ev.DEAD_LETTER) if d.data["originalType"] == "t"], 10,
+                   what="the HTTP ingress' dead letter")
+        (http_dead,) = [d.data for d in recorder.of(ev.DEAD_LETTER) if d.data["originalType"] == "t"]
+        assert (http_dead["role"], http_dead["originalSource"], http_dead["originalId"], http_dead["originalData"]) \
+            == ("ingress", "/s", None, '{"x": 1}') and "ce-id" in http_dead["reason"]
         # The valid records: exactly the reference's windows over them, none disturbed.
         logger = type("Sent log", (), {"sent": valid})()
         order = accepted_in_order(recorder, logger)
