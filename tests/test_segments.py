@@ -262,3 +262,19 @@ def test_spec_defaults_and_an_unsegmented_monitor_is_unchanged():
     assert (seg.extension, seg.max_segments, seg.default, seg.retention_ms) == ("modelversion", 10, "default", 86_400_000)
     plain = parse_monitor({"metadata": {"name": "m"}, "spec": {"schema": {"features": ["x"]}}})
     assert plain.segment is None
+
+
+def test_validate_says_how_the_monitor_is_segmented_and_refuses_a_bad_segment_in_one_line(tmp_path, capsys):
+    from modelmonitor.tools.cli import main
+    doc = _spec({"metadataHeader": "X-Model-Version", "maxSegments": 4, "retention": "2h"})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "per segment of metadata header 'X-Model-Version': at most 4, default 'default'" in out
+    assert "freed after 2h" in out
+    doc["spec"]["segment"]["maxSegments"] = 400
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spec.segment.maxSegments: expected an integer from 1 to 100, got 400" in err

@@ -28,6 +28,10 @@ def cmd_validate(args) -> int:
     print(f"{args.monitor}: valid ModelMonitor '{spec.name}' ({len(spec.features)} features, "
           f"{format_duration(w.duration_ms)} {kind} windows, watermark delay {format_duration(w.watermark_delay_ms)}, "
           f"{len(spec.drift)} drift detectors)")
+    if spec.segment is not None:
+        seg = spec.segment
+        print(f"  per segment of {seg.source}: at most {seg.max_segments}, default '{seg.default}', "
+              f"a slot freed after {format_duration(seg.retention_ms)} without instances")
     return 0
 
 
