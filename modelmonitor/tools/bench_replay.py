@@ -1,7 +1,8 @@
 """Replay throughput for `modelmonitor bench`: the thesis-style stream (250,000 requests, five
 stages: normal, outliers, drift, outliers, normal) at 1 and at 10 instances per request, run
 as a whole `modelmonitor replay` process (interpreter start, imports, worker processes and all),
-and, for scale, whylogs profiling the same instances as an already flattened DataFrame.
+again in one process (``--workers 0``: whether the second core pays), and, for scale, whylogs
+profiling the same instances as an already flattened DataFrame.
 
 The stream is generated vectorised (resampled training rows with a little jitter; 10% of the
 outlier stages' instances pushed 3.5 to 5 standard deviations out; the drift stage shifted by
@@ -85,13 +86,21 @@ def bench_replay(requests_n: int, per_request: int = 1, *, engine: str = "column
         inp, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
         write_stream(inp, rows, per_request)
         size = os.path.getsize(inp)
+        load = os.getloadavg()[0]
         run = replay_process(os.path.join(example, "monitor.yaml"), inp, out, *extra)
+        # The same replay in one process (no decoding worker): does the second core pay?
+        single = replay_process(os.path.join(example, "monitor.yaml"), inp, out, "--engine", engine, "--workers", "0") \
+            if engine == "columnar" and workers is None else None
     s = run["summary"]
     result = {"requests": requests_n, "instancesPerRequest": per_request, "instances": s["instances"],
               "engine": engine, "inputMB": round(size / 1e6, 1),
               "processSeconds": round(run["wall"], 2), "instancesPerS": round(s["instances"] / run["wall"]),
               "replaySeconds": round(s["seconds"], 2), "replayInstancesPerS": s["instancesPerSecond"],
-              "cpuSeconds": round(run["cpu"], 2), "windows": s["windows"], "outlierEvents": s["outlier_events"]}
+              "cpuSeconds": round(run["cpu"], 2), "windows": s["windows"], "outlierEvents": s["outlier_events"],
+              "loadAverageBefore": round(load, 1)}
+    if single is not None:
+        result["singleProcessInstancesPerS"] = round(single["summary"]["instances"] / single["wall"])
+        result["singleProcessCpuSeconds"] = round(single["cpu"], 2)
     whylogs = bench_whylogs(rows)
     if whylogs is not None:
         result["whylogsRowsPerS"] = whylogs

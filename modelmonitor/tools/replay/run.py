@@ -114,7 +114,7 @@ def _pipelined(mon, replay, stats, bar, monitor_path, baseline_path, workers: in
     from modelmonitor.tools.replay.decode import ChunkDecoder
     decoder = ChunkDecoder(mon)
     ahead = 2 * workers + 1
-    most = 4 * ahead                                      # chunks decoded or in flight
+    most = ahead + 2                                      # chunks decoded or in flight
     # A JSON-lines file goes to the workers as blocks of whole lines (one bytes object each:
     # nothing to split or pickle line by line here).
     work = iter(blocks()) if blocks is not None else ((items, len(items), d) for items, d in read())
