@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -171,20 +172,31 @@ def _from_kll(field: Mapping, what: str) -> QuantileSample:
     if not isinstance(blob, str) or not blob or len(blob) > _MAX_SKETCH_CHARS:
         raise ValueError(f"{what}: 'sketch' must be the base64 text of a serialized KLL sketch")
     try:
+        return _kll_sample(blob)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _kll_sample(blob: str) -> QuantileSample:
+    """The sample of a serialized sketch, read-only and cached: a baseline's sketches are met
+    again at every window."""
+    try:
         raw = base64.b64decode(blob, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{what}: 'sketch' is not valid base64") from None
+        raise ValueError("'sketch' is not valid base64") from None
     try:
         sketch = _kll().deserialize(raw)
     except Exception as exc:  # the binding raises IndexError, RuntimeError, ... on bad bytes
-        raise ValueError(f"{what}: 'sketch' is not a serialized KLL doubles sketch ({exc})") from None
+        raise ValueError(f"'sketch' is not a serialized KLL doubles sketch ({exc})") from None
     if sketch.is_empty():
-        raise ValueError(f"{what}: the KLL sketch is empty")
-    pairs = sorted(iter(sketch))
-    values = np.fromiter((v for v, _ in pairs), dtype=np.float64, count=len(pairs))
-    weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
+        raise ValueError("the KLL sketch is empty")
+    pairs = np.array(sorted(iter(sketch)), dtype=np.float64).reshape(-1, 2)
+    values, weights = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+    values.setflags(write=False)
+    weights.setflags(write=False)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{what}: the KLL sketch holds non-finite values")
+        raise ValueError("the KLL sketch holds non-finite values")
     error = float(_kll().get_normalized_rank_error(sketch.k, True)) if sketch.is_estimation_mode() else 0.0
     return QuantileSample(values, weights, error, float(sketch.get_min_value()), float(sketch.get_max_value()))
 
