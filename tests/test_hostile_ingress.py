@@ -64,11 +64,11 @@ def raw_requests(draw):
 
 
 def _status(sock: socket.socket, deadline_s: float) -> int | None:
-    answers = _answers(sock, deadline_s, rest=False)
+    answers, _ = _answers(sock, deadline_s, rest=False)
     return answers[0] if answers else None
 
 
-def _answers(sock: socket.socket, deadline_s: float, rest: bool = True) -> list[int]:
+def _answers(sock: socket.socket, deadline_s: float, rest: bool = True) -> tuple[list[int], bytes]:
     """The status of the first answer, which must come within ``deadline_s``; with ``rest``, then
     the end of the request stream is sent and the statuses of every further answer are read
     too (bytes after a complete request are the next request on that connection: pipelining)."""
@@ -91,25 +91,29 @@ def _answers(sock: socket.socket, deadline_s: float, rest: bool = True) -> list[
         raise AssertionError(f"no answer within {deadline_s} s") from None
     except ConnectionResetError:
         pass
-    return [int(m.group(1)) for m in re.finditer(rb"(?:^|\n)HTTP/1\.[01] (\d{3}) ", data)]
+    return [int(m.group(1)) for m in re.finditer(rb"(?:^|\n)HTTP/1\.[01] (\d{3}) ", data)], data
 
 
 def test_broker_ingress_answers_malformed_http():
     from modelmonitor.local.broker import LocalBroker
-    broker = LocalBroker([], max_body_bytes=64 * 1024).start()
+    kept: list = []
+    broker = LocalBroker([], max_body_bytes=64 * 1024, on_reject=lambda *args: kept.append(args)).start()
     broker._server.read_timeout = READ_TIMEOUT
     host, port = broker._server.server_address[:2]
     seen: dict[int | None, int] = {}
+    not_events = 0
     try:
         @settings(max_examples=EXAMPLES, **SETTINGS)
         @given(request=raw_requests())
         def one(request):
+            nonlocal not_events
             with socket.create_connection((host, port), timeout=10) as sock:
                 try:
                     sock.sendall(request)
                 except (BrokenPipeError, ConnectionResetError):
                     pass          # the server answered and closed before reading everything
-                answers = _answers(sock, READ_TIMEOUT + 10)
+                answers, data = _answers(sock, READ_TIMEOUT + 10)
+            not_events += data.count(b"\r\n\r\nnot a CloudEvent: ")
             for status in answers or [None]:
                 seen[status] = seen.get(status, 0) + 1
                 # HTTP/1.0-or-worse request lines may get an answer with no status the ingress
@@ -123,6 +127,9 @@ def test_broker_ingress_answers_malformed_http():
         assert broker.stats()["accepted"] == seen[202]
         # Every refusal, http.server's own (400, 414, 431, 501, 505) included, is counted by status.
         assert broker.stats()["refused"] == {s: n for s, n in seen.items() if s is not None and s >= 400}
+        # Each request refused with its whole body read (not a CloudEvent) reached on_reject, the
+        # dead letter of `modelmonitor run`; other refusals hold no event to keep.
+        assert not_events and len(kept) == not_events, (len(kept), not_events)
         assert requests.get(broker.base_url + "health/readiness", timeout=5).status_code == 200
     finally:
         broker.stop()
