@@ -68,7 +68,7 @@ MONITORS = {  # name: (categorical, duration, slide, delay, late events)
 }
 # Segmented monitors: few slots and a short retention, so streams fill, free and overflow them.
 SEGMENTS = {"segments": {"extension": "modelversion", "maxSegments": 2, "retention": 2000},
-            "segments-meta": {"metadataHeader": "X-Model-Version", "maxSegments": 3, "retention": "3s",
+            "segments-meta": {"metadataHeader": "X-Model-Version", "maxSegments": 2, "retention": "3s",
                               "default": "main"}}
 
 
@@ -163,8 +163,8 @@ def streams(draw, categorical: bool, segment: dict | None = None):
                 doc[segment["extension"]] = value
             elif value is not None:
                 header = draw(st.sampled_from(["X-Model-Version", "x-model-version"]))
-                doc["metadata"] = draw(st.sampled_from([json.dumps({header: [value]}), json.dumps({header: value}),
-                                                        json.dumps({header: [value, "v9"]}), "{not json"]))
+                doc["metadata"] = draw(st.sampled_from([json.dumps({header: [value]})] * 4 + [
+                    json.dumps({header: value}), json.dumps({header: [value, "v9"]}), "{not json"]))
         docs.append(doc)
         text = json.dumps(doc)
         if what == "huge" and "instances" in doc["data"]:   # a number beyond float64: not finite once read
