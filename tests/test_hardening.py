@@ -271,7 +271,8 @@ def test_clock_skew_oversized_and_malformed_events(tmp_path):
     """Mid-stream: an event time an hour ahead is refused with a dead letter naming the skew;
     one a minute behind is accepted and counted late (with an instances.late event); an
     11 MiB body gets 413 from the broker ingress, plain and chunked, and the ingress goes on
-    serving; malformed CloudEvents get 400/404/405 and go nowhere; CloudEvents whose payload
+    serving; malformed CloudEvents get 400/404/405 and reach no function (a 400 with a body is kept
+    as an ingress dead letter); CloudEvents whose payload
     does not fit the schema reach ingest and come back as dead letters with the reason. The
     windows equal the reference over the accepted events."""
     with live(tmp_path, late_events=True) as (run, recorder, logger, ticker):
@@ -331,7 +332,12 @@ def test_clock_skew_oversized_and_malformed_events(tmp_path):
 
         # Far future: refused by ingest, dead letter with the reason; not in any window.
         future = special["future"]
-        dead = {e.data["originalId"]: e.data for e in recorder.of(ev.DEAD_LETTER)}
+        dead = {e.data["originalId"]: e.data for e in recorder.of(ev.DEAD_LETTER) if e.data["role"] != "ingress"}
+        # The ingress' own 400s: one dead letter each, with the reason, the body and its ce-id.
+        at_ingress = [e.data for e in recorder.of(ev.DEAD_LETTER) if e.data["role"] == "ingress"]
+        assert len(at_ingress) == len(malformed)
+        assert all(d["reason"].startswith("not a CloudEvent: ") for d in at_ingress), at_ingress
+        assert sorted(str(d["originalId"]) for d in at_ingress) == sorted(str(h.get("ce-id")) for _, h, _, _ in malformed)
         assert "ahead of this function's clock" in dead[future.id]["reason"], dead[future.id]
         assert dead[future.id]["role"] == "ingest"
         # Payloads that do not fit: one dead letter each, with a reason.
