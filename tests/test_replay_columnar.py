@@ -100,7 +100,7 @@ def streams(draw, categorical: bool, segment: dict | None = None):
         what = draw(st.sampled_from(["v1", "v1", "v1", "v1obj", "v2", "response", "response", "dup", "garbage",
                                      "wrongwidth", "string", "othertype", "othersvc", "notime", "offset", "b64",
                                      "blank", "nodata", "emptyid", "nullsvc", "nulltime", "both", "noinst",
-                                     "huge"]))
+                                     "huge", "resphuge", "respboth"]))
         doc = {"specversion": "1.0", "type": ev.KSERVE_REQUEST, "source": "http://svc/", "id": rid,
                "time": ev.ms_to_rfc3339(when), "inferenceservicename": "svc"}
         rows = [[draw(number), draw(number)] + ([draw(st.sampled_from(["red", "green", "blue", "pink", None]))]
@@ -114,11 +114,15 @@ def streams(draw, categorical: bool, segment: dict | None = None):
         if what == "blank":
             lines.append(draw(st.sampled_from(["", "   "])))
             continue
-        if what == "response":
+        if what in ("response", "resphuge", "respboth"):
             doc["type"] = ev.KSERVE_RESPONSE
             preds = [draw(st.sampled_from(["a", "b", "c"])) if categorical else float(draw(st.integers(0, 2)))
                      for _ in range(k)]
             doc["data"] = {"predictions": preds}
+            if what == "resphuge" and not categorical:
+                doc["data"]["predictions"][-1] = 3e100             # beyond the value limit
+            elif what == "respboth":
+                doc["data"]["outputs"] = [{"name": "o", "shape": [1], "datatype": "FP64", "data": [1.0]}]
         elif what == "v1obj":
             names = ["x", "y", "color"] if categorical else ["x", "y"]
             doc["data"] = {"instances": [dict(zip(names, r)) for r in rows]}

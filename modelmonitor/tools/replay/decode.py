@@ -32,25 +32,52 @@ REQUEST, RESPONSE = 0, 1
 _TYPE_OF_KIND = {REQUEST: ev.KSERVE_REQUEST, RESPONSE: ev.KSERVE_RESPONSE}
 
 
-def typed_request_decoder(isvc: str | None, width: int):
+def typed_decoder(isvc: str | None, width: int, responses: bool = False):
     """msgspec's decoder of one line that is a plain KServe V1 request for this monitor: the
     type, non-empty source and id, a time string, the inference service (or none) and at least
     one instance of exactly ``width`` numbers are checked in C while decoding; a line that is
-    anything else fails and takes the per-event code."""
+    anything else fails and takes the per-event code. With ``responses``, also a plain V1
+    response of at least one number per prediction (a monitor with one numerical prediction),
+    told apart by ``type``. Returns (decode, the response struct class or None)."""
     nonempty = Annotated[str, msgspec.Meta(min_length=1)]
     row = Annotated[list[float], msgspec.Meta(min_length=width, max_length=width)]
     body = msgspec.defstruct("Body", [("instances", Annotated[list[row], msgspec.Meta(min_length=1)]),
                                       ("inputs", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET)], gc=False)
     service = (Literal[isvc] | None) if isvc else None       # type: ignore[valid-type]
-    event = msgspec.defstruct("Request", [("type", Literal[ev.KSERVE_REQUEST]), ("source", nonempty),
-                                          ("id", nonempty), ("time", str), ("data", body),
-                                          ("inferenceservicename", service, None)], gc=False)
-    return msgspec.json.Decoder(event).decode
+    common = [("source", nonempty), ("id", nonempty), ("time", str)]
+    if not responses:
+        event = msgspec.defstruct("Request", [("type", Literal[ev.KSERVE_REQUEST]), *common, ("data", body),
+                                              ("inferenceservicename", service, None)], gc=False)
+        return msgspec.json.Decoder(event).decode, None
+    request = msgspec.defstruct("Request", [*common, ("data", body), ("inferenceservicename", service, None)],
+                                gc=False, tag_field="type", tag=ev.KSERVE_REQUEST)
+    answer = msgspec.defstruct("Answer", [("predictions", Annotated[list[float], msgspec.Meta(min_length=1)]),
+                                          ("outputs", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET)], gc=False)
+    response = msgspec.defstruct("Response", [*common, ("data", answer), ("inferenceservicename", service, None)],
+                                 gc=False, tag_field="type", tag=ev.KSERVE_RESPONSE)
+    return msgspec.json.Decoder(request | response).decode, response
 
 
 # One attribute over all events at a time (cheaper than a tuple per event transposed by zip).
 _SOURCE, _ID, _TIME = (attrgetter(f) for f in ("source", "id", "time"))
 _DATA, _INSTANCES, _INPUTS = attrgetter("data"), attrgetter("instances"), attrgetter("inputs")
+_PREDICTIONS, _OUTPUTS = attrgetter("predictions"), attrgetter("outputs")
+
+
+def _columns(events: list) -> tuple:
+    """(ids, sources, event times ms, time converted, bodies) of typed events, one attribute at
+    a time; one string object per distinct source (pickled once, hashed once)."""
+    share = {}.setdefault
+    sources = list(map(share, map(_SOURCE, events), map(_SOURCE, events)))
+    ms, ok = parse_times(list(map(_TIME, events)))
+    return list(map(_ID, events)), sources, ms, ok, list(map(_DATA, events))
+
+
+def _absent(values: list) -> np.ndarray | bool:
+    """Where an optional body field (``inputs``, ``outputs``) is absent."""
+    if values.count(msgspec.UNSET) == len(values):
+        return True
+    return np.fromiter((v is msgspec.UNSET for v in values), bool, len(values))
 
 
 @dataclass
@@ -106,7 +133,12 @@ class ChunkDecoder:
         self.n_num = {REQUEST: len(mon.inputs.numeric), RESPONSE: len(mon.predictions.numeric)}
         self.n_cat = {REQUEST: len(mon.inputs.categorical), RESPONSE: len(mon.predictions.categorical)}
         self.text = OutlierText(mon)
-        self.decode_one = typed_request_decoder(self.isvc, self.width) if self.fast else None
+        # Typed responses: a monitor with one numerical prediction (a V1 response's predictions
+        # are then one number each).
+        self.typed_responses = self.fast and bool(mon.spec.predictions) and self.n_num[RESPONSE] == 1 \
+            and not self.n_cat[RESPONSE]
+        self.decode_one, self.response_type = typed_decoder(self.isvc, self.width, self.typed_responses) \
+            if self.fast else (None, None)
 
     # ------------------------------------------------------------------ entry
     def decode(self, items: Sequence, first_line: int) -> Decoded:
@@ -114,10 +146,21 @@ class ChunkDecoder:
         ``first_line``: the 1-based number of the first one (dead letters name lines)."""
         n_items = len(items)
         fast_idx, fast_events = self._typed(items) if self.fast else ([], [])
+        responses = None
+        if self.response_type is not None and fast_events:
+            answer = self.response_type
+            is_answer = [type(e) is answer for e in fast_events]
+            if any(is_answer):
+                responses = ([i for i, a in zip(fast_idx, is_answer) if a], [e for e, a in zip(fast_events, is_answer) if a])
+                fast_idx = [i for i, a in zip(fast_idx, is_answer) if not a]
+                fast_events = [e for e, a in zip(fast_events, is_answer) if not a]
         f_line, f_t, f_matrix, f_counts, f_keys, slow = self._check_typed(fast_idx, fast_events, n_items)
         out = Decoded(n_items, None, None, None, None, None, {}, {})
         recs = _Records()
         recs.offset[REQUEST] = len(f_matrix)
+        if responses is not None:
+            slow = self._typed_responses(*responses, recs, slow)
+            out.logger_events += len(recs.line)
         for i in slow:
             self._one(items[i], i, first_line + i, out, recs)
         out.logger_events += len(f_line)
@@ -191,18 +234,10 @@ class ChunkDecoder:
         if not m:
             return ([], np.zeros(0, dtype=np.int64), np.empty((0, width)), np.zeros(0, dtype=np.int64), [],
                     list(range(n_items)))
-        ids, times = list(map(_ID, events)), list(map(_TIME, events))
-        share = {}.setdefault               # one string object per distinct source: pickled once, hashed once
-        sources = list(map(share, map(_SOURCE, events), map(_SOURCE, events)))
-        ok = np.ones(m, dtype=bool)
-        ms, good = parse_times(times)
-        ok &= good
-        bodies = list(map(_DATA, events))
+        ids, sources, ms, ok, bodies = _columns(events)
         instances = list(map(_INSTANCES, bodies))
         counts = np.fromiter(map(len, instances), np.int64, m)
-        inputs = list(map(_INPUTS, bodies))
-        if inputs.count(msgspec.UNSET) != m:
-            ok &= np.fromiter((v is msgspec.UNSET for v in inputs), bool, m)
+        ok &= _absent(list(map(_INPUTS, bodies)))
         n_rows = int(counts.sum())
         matrix = np.fromiter(chain.from_iterable(chain.from_iterable(instances)), np.float64,
                              n_rows * width).reshape(n_rows, width)
@@ -221,6 +256,34 @@ class ChunkDecoder:
         sel = np.nonzero(ok)[0].tolist()
         keys = [(ev.KSERVE_REQUEST, sources[j], ids[j]) for j in sel]
         return [idx[j] for j in sel], ms[ok], matrix, counts[ok], keys, np.nonzero(~typed)[0].tolist()
+
+    def _typed_responses(self, idx: list[int], events: list, recs: "_Records", slow: list[int]) -> list[int]:
+        """Typed responses go to the records as one block of prediction rows; those that are not
+        plain (a time of another shape, outputs too, a prediction beyond the value limit) stay
+        with the per-line code: returns ``slow`` (the lines left to it) without the others."""
+        m = len(events)
+        ids, sources, ms, ok, bodies = _columns(events)
+        predictions = list(map(_PREDICTIONS, bodies))
+        counts = np.fromiter(map(len, predictions), np.int64, m)
+        ok &= _absent(list(map(_OUTPUTS, bodies)))
+        values = np.fromiter(chain.from_iterable(predictions), np.float64, int(counts.sum()))
+        owner = np.repeat(np.arange(m), counts)
+        ok &= np.bincount(owner, weights=np.abs(values) > MAX_MAGNITUDE, minlength=m) == 0
+        keep = np.nonzero(ok)[0]
+        if not len(keep):
+            return slow
+        rows = np.ascontiguousarray(values[ok[owner]]).reshape(-1, 1)
+        n = counts[keep]
+        recs.line.extend(idx[j] for j in keep.tolist())
+        recs.t.extend(ms[keep].tolist())
+        recs.kind.extend([RESPONSE] * len(keep))
+        recs.n.extend(n.tolist())
+        recs.keys.extend((ev.KSERVE_RESPONSE, sources[j], ids[j]) for j in keep.tolist())
+        recs.src.extend((recs.offset[RESPONSE] + np.cumsum(n) - n).tolist())
+        recs.offset[RESPONSE] += len(rows)
+        recs.blocks[RESPONSE].append((rows, []))
+        typed = set(recs.line)
+        return [i for i in slow if i not in typed]
 
     # ------------------------------------------------------------------ per-line path
     def _one(self, item, i: int, line_no: int, out: Decoded, recs: "_Records") -> None:
