@@ -266,7 +266,7 @@ def test_example_and_valid_variants_pass_schema_and_cel():
         with_changes(sinks={"kafka": {"bootstrapServers": "k:9092", "topics": {"drift": "d"}}}),
         with_changes(segment={"extension": "modelversion"}),
         with_changes(segment={"metadataHeader": "X-Model-Version", "maxSegments": 100, "default": "stable",
-                              "retention": "2h"}),
+                              "retention": "2h", "compare": {"candidate": "v2", "reference": "v1"}}),
         inline_example(),
     ]
     for doc in valid:
@@ -327,6 +327,12 @@ INVALID = [
     ({"segment": {"extension": "v", "default": "a b"}}, "does not match", "spec.segment.default"),
     ({"segment": {"extension": "v", "retention": "soon"}}, "does not match", "spec.segment.retention"),
     ({"segment": {"extension": "v", "maxSegmnts": 3}}, "Additional properties", "spec.segment.maxSegmnts"),
+    ({"segment": {"extension": "v", "compare": {"candidate": "v1", "reference": "v1"}}},
+     "the candidate and the reference must be different segments", "spec.segment.compare.reference"),
+    ({"segment": {"extension": "v", "compare": {"candidate": "v1"}}}, "'reference' is a required property",
+     "spec.segment.compare"),
+    ({"segment": {"extension": "v", "compare": {"candidate": "v 1", "reference": "v2"}}}, "does not match",
+     "spec.segment.compare.candidate"),
     ({"windw": {"duration": "15s"}}, "Additional properties", "spec.windw"),
     ({"schema": None}, "'schema' is a required property", "spec.schema.features"),
 ]

@@ -226,7 +226,8 @@ def test_trigger_filters_and_subscribers_are_exact():
 EMITS = {
     "ingest": {events.INSTANCES, events.DEAD_LETTER},
     "outlier": {events.OUTLIER_DETECTED, events.DEAD_LETTER},
-    "aggregate": {events.WINDOW_CLOSED, events.LATE_INSTANCES, events.DEAD_LETTER, events.SEGMENTS_EXCESS},
+    "aggregate": {events.WINDOW_CLOSED, events.LATE_INSTANCES, events.DEAD_LETTER, events.SEGMENTS_EXCESS,
+                  events.SEGMENTS_COMPARED},
     "drift": {events.DRIFT_MEASURED, events.DRIFT_DETECTED, events.DEAD_LETTER},
 }
 

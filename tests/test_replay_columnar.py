@@ -67,7 +67,8 @@ MONITORS = {  # name: (categorical, duration, slide, delay, late events)
     "segments-meta": (True, 1500, 1500, 300, False),
 }
 # Segmented monitors: few slots and a short retention, so streams fill, free and overflow them.
-SEGMENTS = {"segments": {"extension": "modelversion", "maxSegments": 2, "retention": 2000},
+SEGMENTS = {"segments": {"extension": "modelversion", "maxSegments": 2, "retention": 2000,
+                         "compare": {"candidate": "v2", "reference": "v1"}},
             "segments-meta": {"metadataHeader": "X-Model-Version", "maxSegments": 2, "retention": "3s",
                               "default": "main"}}
 

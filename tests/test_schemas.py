@@ -71,13 +71,18 @@ def valid_data() -> dict[str, dict]:
         ev.SEGMENTS_EXCESS: {"monitor": "iris", "window": window(), "maxSegments": 2, "requests": 3,
                              "instances": 7, "segments": ["v3", "v4"], "watermarkMs": END + 10,
                              "closedAtMs": END + 6_040},
+        ev.SEGMENTS_COMPARED: {"monitor": "iris", "window": window(), "candidate": "v2", "reference": "v1",
+                               "candidateCount": 12, "referenceCount": 31, "closedAtMs": END + 6_040,
+                               "features": {"sepal_length": {"jensenShannon": {"value": 0.31, "threshold": 0.1,
+                                                                               "drifted": True}}}},
     }
 
 
 def roles() -> dict[str, str]:
     return {ev.INSTANCES: "ingest", ev.OUTLIER_DETECTED: "outlier", ev.WINDOW_CLOSED: "aggregate",
             ev.DRIFT_MEASURED: "drift", ev.DRIFT_DETECTED: "drift", ev.LATE_INSTANCES: "aggregate",
-            ev.DEAD_LETTER: "ingest", ev.SEGMENTS_EXCESS: "aggregate"}
+            ev.DEAD_LETTER: "ingest", ev.SEGMENTS_EXCESS: "aggregate",
+            ev.SEGMENTS_COMPARED: "aggregate"}
 
 
 # --------------------------------------------------------------------------- the schema files

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
+from scipy import stats
 
 from modelmonitor.core import events as ev
 from modelmonitor.core.baseline import build_baseline, write_baseline
@@ -29,7 +30,7 @@ WINDOW = 2000
 ENGINES = ("per-event", "columnar")
 
 
-def _monitor(tmp, *, segment: dict, name: str = "seg") -> str:
+def _monitor(tmp, *, segment: dict, name: str = "seg", drift: dict | None = None) -> str:
     rng = np.random.default_rng(7)
     baseline = tmp / "baseline.json"
     if not baseline.exists():
@@ -39,7 +40,7 @@ def _monitor(tmp, *, segment: dict, name: str = "seg") -> str:
     spec = {"inferenceService": "svc", "schema": {"features": ["x", "y"]},
             "window": {"duration": WINDOW, "watermarkDelay": 400},
             "outliers": {"stddev": {"k": 3}},
-            "drift": {"jensenShannon": {"threshold": 0.2}, "wasserstein": {"threshold": 1.0}},
+            "drift": drift or {"jensenShannon": {"threshold": 0.2}, "wasserstein": {"threshold": 1.0}},
             "alerts": {"minWindowCount": 3, "consecutiveWindows": 2, "cooldown": 0},
             "segment": segment, "baseline": {"file": str(baseline)}}
     path = tmp / f"{name}.yaml"
@@ -278,3 +279,80 @@ def test_validate_says_how_the_monitor_is_segmented_and_refuses_a_bad_segment_in
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "spec.segment.maxSegments: expected an integer from 1 to 100, got 400" in err
+
+
+
+def _js_base2(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+    return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
+
+
+def _smoothed_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """[underflow, inner bins (the last closed), overflow] smoothed with 1e-6 (docs/drift.md)."""
+    inner, _ = np.histogram(x, bins=edges)
+    c = np.concatenate([[np.sum(x < edges[0])], inner, [np.sum(x > edges[-1])]]).astype(float)
+    return (c + 1e-6) / (c.sum() + c.size * 1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_candidate_segment_compared_with_the_reference_matches_scipy_on_the_raw_rows(engine, tmp_path, redis_url):
+    drift = {"jensenShannon": {"threshold": 0.2}, "wasserstein": {"threshold": 1.0},
+             "kolmogorovSmirnov": {"threshold": 0.3}, "meanShift": {"threshold": 2.0}}
+    monitor = _monitor(tmp_path, segment={"extension": "modelversion", "compare": {"candidate": "v2", "reference": "v1"}},
+                       drift=drift)
+    docs, rows_of = _two_segment_stream(11)
+    events = _replay(tmp_path, monitor, docs, engine, redis_url, "compare")
+    edges = np.asarray(json.loads((tmp_path / "baseline.json").read_text())["features"]["x"]["edges"])
+    compared = [e for e in events if e["type"] == ev.SEGMENTS_COMPARED]
+    both = {w["data"]["window"]["startMs"] for w in events if w["type"] == ev.WINDOW_CLOSED and w["data"]["segment"] == "v1"} \
+        & {w["data"]["window"]["startMs"] for w in events if w["type"] == ev.WINDOW_CLOSED and w["data"]["segment"] == "v2"}
+    assert sorted(e["data"]["window"]["startMs"] for e in compared) == sorted(both) and len(both) >= 6
+    drifted_windows = 0
+    for e in compared:
+        d = e["data"]
+        start, end = d["window"]["startMs"], d["window"]["endMs"]
+        assert e["id"] == f"seg/{start}/{end}/compare" and (d["candidate"], d["reference"]) == ("v2", "v1")
+        cand = np.array([r for t, rows in rows_of["v2"] if start <= t < end for r in rows])
+        ref = np.array([r for t, rows in rows_of["v1"] if start <= t < end for r in rows])
+        assert (d["candidateCount"], d["referenceCount"]) == (len(cand), len(ref))
+        for j, name in enumerate(("x", "y")):
+            scores = d["features"][name]
+            assert set(scores) == {"jensenShannon", "wasserstein", "kolmogorovSmirnov"}   # no window rule
+            w1, ks = scores["wasserstein"], scores["kolmogorovSmirnov"]
+            assert abs(w1["value"] - stats.wasserstein_distance(cand[:, j], ref[:, j])) <= w1["bound"] + 1e-9
+            assert abs(ks["value"] - stats.ks_2samp(cand[:, j], ref[:, j]).statistic) <= ks["bound"] + 1e-9
+            if name == "x":
+                want = _js_base2(_smoothed_counts(cand[:, 0], edges), _smoothed_counts(ref[:, 0], edges))
+                assert scores["jensenShannon"]["value"] == pytest.approx(want, rel=1e-9)
+            for score in scores.values():
+                assert score["drifted"] == (score["value"] > score["threshold"])
+        drifted_windows += d["features"]["x"]["wasserstein"]["drifted"]
+    # the canary's inputs move by 3 from the 5th window: the comparison sees it there, not before
+    early = [e for e in compared if e["data"]["window"]["endMs"] <= T0 + 4 * WINDOW]
+    assert drifted_windows == len(compared) - len(early) >= 2
+    assert not any(e["data"]["features"]["x"]["wasserstein"]["drifted"] for e in early)
+
+
+def test_compare_is_validated():
+    for compare, field, words in (({"candidate": "v1", "reference": "v1"}, "spec.segment.compare.reference", "differ"),
+                                  ({"candidate": "v1"}, "spec.segment.compare", "expected {candidate"),
+                                  ({"candidate": "v 1", "reference": "v1"}, "spec.segment.compare.candidate",
+                                   "not a segment name")):
+        with pytest.raises(SpecError) as caught:
+            parse_monitor(_spec({"extension": "v", "compare": compare}))
+        assert caught.value.field == field and words in caught.value.reason
+    with pytest.raises(SpecError) as caught:          # nothing to compare with: no drift detector
+        parse_monitor(_spec({"extension": "v", "compare": {"candidate": "a", "reference": "b"}}))
+    assert caught.value.field == "spec.segment.compare" and "needs a drift detector" in caught.value.reason
+
+
+
+def test_a_comparison_that_cannot_be_computed_says_why_and_the_window_still_closes(tmp_path):
+    from modelmonitor.handlers.segment_windows import compared_data
+    mon = Monitor.from_files(_monitor(tmp_path, segment={"extension": "v", "compare": {"candidate": "b", "reference": "a"}}))
+    hist = {"edges": [0.0, 1.0], "counts": [0, 2, 0]}
+    records = [["w", {"segment": "a", "count": 2, "features": {"x": {"count": 2, "histogram": hist}}}],
+               ["w", {"segment": "b", "count": 2, "features": {"x": {"count": 2, "histogram": dict(hist, edges=[0.0, 2.0])}}}]]
+    out = compared_data(mon, records, {"startMs": 0, "endMs": 1}, 5)
+    assert out["features"] == {} and "different bins" in out["error"]
+    assert compared_data(mon, records[:1], {"startMs": 0, "endMs": 1}, 5) is None      # the candidate is absent

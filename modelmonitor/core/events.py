@@ -39,9 +39,10 @@ DRIFT_DETECTED = "io.modelmonitor.drift.detected"
 LATE_INSTANCES = "io.modelmonitor.instances.late"
 DEAD_LETTER = "io.modelmonitor.event.rejected"
 SEGMENTS_EXCESS = "io.modelmonitor.segments.excess"
+SEGMENTS_COMPARED = "io.modelmonitor.segments.compared"
 
 EMITTED_TYPES = (INSTANCES, OUTLIER_DETECTED, WINDOW_CLOSED, DRIFT_MEASURED, DRIFT_DETECTED,
-                 LATE_INSTANCES, DEAD_LETTER, SEGMENTS_EXCESS)
+                 LATE_INSTANCES, DEAD_LETTER, SEGMENTS_EXCESS, SEGMENTS_COMPARED)
 SCHEMA_BASE = "https://modelmonitor.io/schemas/"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from modelmonitor.core import spec as _spec
@@ -37,6 +38,7 @@ __all__ = [
     "jensen_shannon", "kullback_leibler", "psi", "hellinger", "kolmogorov_smirnov",
     "bin_centres", "wasserstein", "wasserstein_norm", "chi_square",
     "measure_drift", "measure_multivariate", "shown_scores", "drifted_feature_names", "evaluate_alert",
+    "compare_windows", "COMPARED_DETECTORS",
 ]
 
 METRICS = tuple(_spec.DETECTORS)
@@ -234,3 +236,62 @@ def drifted_feature_names(measured: Mapping[str, Mapping[str, Mapping[str, Any]]
     ['b']
     """
     return [name for name, scores in measured.items() if any(s.get("drifted") for s in scores.values())]
+
+
+#: What a comparison of two segments' windows computes (``spec.segment.compare``): the configured
+#: detectors among these; window rules and multivariate scores need a baseline's spread and are not compared.
+COMPARED_DETECTORS = _spec.COMPARED
+
+
+def compare_windows(candidate: Mapping[str, Any], reference: Mapping[str, Any],
+                    detectors: Sequence[_spec.DetectorSpec],
+                    features: Sequence[_spec.Feature]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Score each feature of a candidate window against a reference window of the same span
+    (two segments' ``window.closed`` records), every score listed: ``{feature: {metric: {"value",
+    "threshold", "drifted", ...}}}``. The reference takes the baseline's place: binned metrics over
+    both windows' histograms (underflow and overflow included, both smoothed), Wasserstein-1 and
+    KS from both quantile sketches (with their error ``bound``; ``wassersteinNorm`` divides by the
+    reference's stddev), categorical metrics over the reference's category counts. A feature
+    with no values on either side is left out.
+
+    >>> from modelmonitor.core.spec import DetectorSpec, Feature
+    >>> a = {"features": {"x": {"count": 4, "histogram": {"edges": [0.0, 1.0], "counts": [0, 4, 0]}}}}
+    >>> b = {"features": {"x": {"count": 4, "histogram": {"edges": [0.0, 1.0], "counts": [0, 0, 4]}}}}
+    >>> out = compare_windows(a, b, [DetectorSpec("jensenShannon", 0.1)], [Feature("x", "numerical", 0)])
+    >>> round(out["x"]["jensenShannon"]["value"], 3), out["x"]["jensenShannon"]["drifted"]
+    (1.0, True)
+    """
+    _check_detectors(detectors)
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for feature in features:
+        applicable = [d for d in detectors if d.name in COMPARED_DETECTORS and feature.type in _spec.DETECTORS[d.name]]
+        cand, ref = candidate["features"].get(feature.name), reference["features"].get(feature.name)
+        if not applicable or not isinstance(cand, Mapping) or not isinstance(ref, Mapping) \
+                or not cand.get("count") or not ref.get("count"):
+            continue
+        wanted = {d.name for d in applicable}
+        if feature.type == _spec.NUMERICAL:
+            scores = _numerical_pair(feature.name, cand, ref, wanted)
+        else:
+            scores = categorical_scores(cand.get("categories") or {}, ref.get("categories") or {}, wanted, feature.name)
+        if scores:
+            entries = _entries(scores, [replace(d, show_all=True) for d in applicable])
+            if entries:
+                result[feature.name] = entries
+    return result
+
+
+def _numerical_pair(name: str, cand: Mapping, ref: Mapping, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    scores: dict[str, dict[str, Any]] = {}
+    hc, hr = cand.get("histogram"), ref.get("histogram")
+    if isinstance(hc, Mapping) and isinstance(hr, Mapping):
+        if list(hc["edges"]) != list(hr["edges"]) or len(hc["counts"]) != len(hr["counts"]):
+            raise ValueError(f"feature {name!r}: the two windows' histograms have different bins")
+        p, q = smooth(hc["counts"]), smooth(hr["counts"])
+        scores.update({m: {"value": PROBABILITY_METRICS[m](p, q)} for m in _BINNED if m in wanted})
+    if ref.get("stddev") is None:          # a single reference value: no scale to divide by
+        wanted = wanted - {"wassersteinNorm"}
+    sketched = _sketched_scores(name, cand, ref, wanted)
+    if sketched:
+        scores.update(sketched)
+    return scores

@@ -22,7 +22,8 @@ from modelmonitor.core import events as ev
 from modelmonitor.core.backoff import parse_duration, total_backoff
 from modelmonitor.runtime import metrics
 from state.store import INPUTS, PREDICTIONS, ApplyResult, PendingRequest, WindowStore, encode_rows
-from modelmonitor.handlers.segment_windows import (EXCESS, ExcessCounts, excess_counts, excess_request, group_of,
+from modelmonitor.handlers.segment_windows import (EXCESS, ExcessCounts, compared_data, excess_counts, excess_request,
+                                                   group_of,
                                                    segment_partials, segments_in)
 from modelmonitor.stats.window import WindowAggregate
 from modelmonitor.handlers.monitor import (Monitor, Rejected, check_instances,
@@ -298,13 +299,17 @@ class Aggregator:
     def window_result(self, claim, now_ms: int):
         """What a closed window gives, as fixed in Redis: its ``window.closed`` data; for a
         segmented monitor ``[[type, data], ...]``: a ``window.closed`` per segment with rows in
-        the window (sorted by segment), then ``segments.excess`` if instances found no slot."""
+        the window (sorted by segment), ``segments.compared`` when ``spec.segment.compare``'s two
+        segments both have one, then ``segments.excess`` if instances found no slot."""
         partials = self.store.read(claim)
         args = (claim.start_ms, claim.end_ms, claim.late, claim.watermark_ms, now_ms)
         if not self.mon.segmented:
             return self.window_data(*args, partials)
         out: list = [[ev.WINDOW_CLOSED, dict(self.window_data(*args, segment_partials(partials, name)), segment=name)]
                      for name in segments_in(partials)]
+        compared = compared_data(self.mon, out, window_info(claim.start_ms, claim.end_ms), now_ms)
+        if compared is not None:
+            out.append([ev.SEGMENTS_COMPARED, compared])
         if EXCESS in partials:
             counts = excess_counts(partials[EXCESS])
             out.append([ev.SEGMENTS_EXCESS, {"monitor": self.mon.name, "window": window_info(claim.start_ms, claim.end_ms),
@@ -320,7 +325,8 @@ class Aggregator:
         out = []
         for etype, data in result:
             wid = (ev.window_id(mon.name, start_ms, end_ms, data["segment"]) if etype == ev.WINDOW_CLOSED
-                   else ev.window_id(mon.name, start_ms, end_ms) + "/excess")
+                   else ev.window_id(mon.name, start_ms, end_ms)
+                   + ("/compare" if etype == ev.SEGMENTS_COMPARED else "/excess"))
             out.append(ev.make_event(etype, mon.name, wid, data, source=mon.source("aggregate"), time_ms=end_ms))
         return out
 

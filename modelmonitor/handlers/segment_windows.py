@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from modelmonitor.detect.drift import compare_windows
 from state.store import INPUTS, PREDICTIONS, PendingRequest
 
 EXCESS = "x"
@@ -78,3 +79,23 @@ def segments_in(partials: dict) -> list[str]:
 def segment_partials(partials: dict, segment: str) -> dict:
     """A segment's partials under the unsegmented group names (``i``, ``p``)."""
     return {kind: partials[f"{kind}@{segment}"] for kind in (INPUTS, PREDICTIONS) if f"{kind}@{segment}" in partials}
+
+
+def compared_data(mon, records: list, window: dict, now_ms: int) -> dict | None:
+    """``segments.compared`` data of a window whose ``[[type, data], ...]`` records hold both
+    segments of ``spec.segment.compare`` (else None). A comparison that cannot be computed says
+    why in ``error``: the window still closes."""
+    pair = mon.spec.segment.compare
+    if pair is None:
+        return None
+    windows = {data["segment"]: data for _, data in records}
+    if pair[0] not in windows or pair[1] not in windows:
+        return None
+    cand, ref = windows[pair[0]], windows[pair[1]]
+    out = {"monitor": mon.name, "window": window, "candidate": pair[0], "reference": pair[1],
+           "candidateCount": cand["count"], "referenceCount": ref["count"], "closedAtMs": now_ms, "features": {}}
+    try:
+        out["features"] = compare_windows(cand, ref, mon.spec.drift, mon.spec.features + mon.spec.predictions)
+    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+        out["error"] = f"cannot compare the segments: {exc}"
+    return out

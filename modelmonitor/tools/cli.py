@@ -31,7 +31,8 @@ def cmd_validate(args) -> int:
     if spec.segment is not None:
         seg = spec.segment
         print(f"  per segment of {seg.source}: at most {seg.max_segments}, default '{seg.default}', "
-              f"a slot freed after {format_duration(seg.retention_ms)} without instances")
+              f"a slot freed after {format_duration(seg.retention_ms)} without instances"
+              + (f"; '{seg.compare[0]}' compared with '{seg.compare[1]}' per window" if seg.compare else ""))
     return 0
 
 

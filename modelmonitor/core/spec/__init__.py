@@ -30,6 +30,7 @@ from modelmonitor.core.spec.model import (  # noqa: F401
     format_duration,
     parse_duration)
 from modelmonitor.core.spec.parse import (  # noqa: F401
+    COMPARED,
     MAX_PANES_PER_WINDOW,
     MAX_WINDOW_DURATION_MS,
     load_monitor,

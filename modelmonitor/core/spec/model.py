@@ -188,6 +188,7 @@ class SegmentSpec:
     max_segments: int = 10
     default: str = "default"            # the segment of events with no value
     retention_ms: int = 86_400_000      # a segment unseen this long (event time) frees its slot
+    compare: tuple[str, str] | None = None   # (candidate, reference): segments.compared per window
 
     @property
     def source(self) -> str:

@@ -43,6 +43,10 @@ from modelmonitor.core.spec.model import (
     parse_duration)
 from modelmonitor.core.spec.segment import parse_segment
 
+# What spec.segment.compare computes (modelmonitor.detect.drift.COMPARED_DETECTORS).
+COMPARED = ("jensenShannon", "kullbackLeibler", "psi", "hellinger", "kolmogorovSmirnov", "wasserstein",
+            "wassersteinNorm", "chiSquare", "unseenShare")
+
 
 def _get(d: Any, key: str, path: str, kind: type | tuple = dict, default: Any = None) -> Any:
     if not isinstance(d, dict):
@@ -423,6 +427,9 @@ def parse_monitor(doc: Any, base_dir: str | None = None) -> MonitorSpec:
         raise SpecError("spec.segment.retention", f"{format_duration(segment.retention_ms)} is shorter than "
                         f"spec.window.duration ({format_duration(window.duration_ms)}): a segment would lose "
                         "its slot inside one window")
+    if segment is not None and segment.compare is not None and not any(d.name in COMPARED for d in drift):
+        raise SpecError("spec.segment.compare", "needs a drift detector it can compute in spec.drift "
+                        f"({', '.join(COMPARED)})")
     return MonitorSpec(
         dead_letter_sink=dls, segment=segment, delivery=delivery,
         name=name, namespace=namespace, inference_service=isvc,

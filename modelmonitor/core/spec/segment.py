@@ -29,7 +29,7 @@ def parse_segment(s: Any, path: str) -> SegmentSpec | None:
     if not isinstance(s, dict):
         raise SpecError(path, "expected {extension: <attribute>} or {metadataHeader: <header>} "
                         "(with optional maxSegments, default, retention)")
-    allowed = {"extension", "metadataHeader", "maxSegments", "default", "retention"}
+    allowed = {"extension", "metadataHeader", "maxSegments", "default", "retention", "compare"}
     unknown = sorted(set(s) - allowed)
     if unknown:
         raise SpecError(f"{path}.{unknown[0]}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
@@ -58,4 +58,18 @@ def parse_segment(s: Any, path: str) -> SegmentSpec | None:
     retention = parse_duration(s.get("retention", "1d"), f"{path}.retention")
     if retention <= 0:
         raise SpecError(f"{path}.retention", "must be greater than zero")
-    return SegmentSpec(extension, header, max_segments, default, retention)
+    return SegmentSpec(extension, header, max_segments, default, retention, _compare(s.get("compare"), f"{path}.compare"))
+
+
+def _compare(c: Any, path: str) -> tuple[str, str] | None:
+    if c is None:
+        return None
+    if not isinstance(c, dict) or set(c) != {"candidate", "reference"}:
+        raise SpecError(path, "expected {candidate: <segment>, reference: <segment>}")
+    for key in ("candidate", "reference"):
+        if not isinstance(c[key], str) or not SEGMENT_VALUE_RE.match(c[key]):
+            raise SpecError(f"{path}.{key}", f"{c[key]!r} is not a segment name (1 to 63 letters, digits, '.', '_' "
+                            "or '-', starting with a letter or digit)")
+    if c["candidate"] == c["reference"]:
+        raise SpecError(f"{path}.reference", "must differ from the candidate")
+    return c["candidate"], c["reference"]
